@@ -1,0 +1,139 @@
+"""The default Azure ML entry script: serves one scikit-learn/joblib or ONNX model, chosen by file type.
+
+Azure ML contract: init() loads the model from AZUREML_MODEL_DIR; run(raw_data) takes the request body as a
+JSON string, {"data": [[f1, f2, ...], ...]}, and returns {"result": [...]}, one prediction per row.
+
+model_api extensions, used when an entry script has them: predict() and metadata() serve the Open
+Inference Protocol V2 natively, sample_request() gives the warm-up request when the model folder has no
+sample-request.json. Bad input raises errors.InvalidInput, which model_api answers with 422.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model_api.errors import InvalidInput
+
+SKLEARN_SUFFIXES = (".joblib", ".pkl", ".pickle")
+ONNX_SUFFIXES = (".onnx",)
+NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool and strings are refused, not coerced
+
+_model: SklearnModel | OnnxModel | None = None
+
+
+class SklearnModel:
+    platform = "sklearn_joblib"
+
+    def __init__(self, path: Path) -> None:
+        import joblib
+        import sklearn
+
+        self.estimator = joblib.load(path)
+        self.n_features: int | None = getattr(self.estimator, "n_features_in_", None)
+        self.input_name, self.output_name = "input-0", "output-0"
+        self.input_dtype = self.output_dtype = np.dtype(np.float64)
+        self._config_context = sklearn.config_context
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        # Inputs are checked here (numeric, finite, right width), so sklearn's own checks only cost time.
+        with self._config_context(assume_finite=True, skip_parameter_validation=True):
+            return np.asarray(self.estimator.predict(x))
+
+
+class OnnxModel:
+    platform = "onnxruntime_onnx"
+    _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One server process per core already: more threads per session would only fight over the cores.
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        if inp.type not in self._DTYPES:
+            raise ValueError(f"ONNX input {inp.name!r} has type {inp.type}; only numeric tensors are served")
+        self.input_name, self.output_name = inp.name, out.name
+        self.input_dtype = np.dtype(self._DTYPES[inp.type])
+        self.output_dtype = np.dtype(self._DTYPES.get(out.type, np.float64))
+        width = inp.shape[1] if len(inp.shape) == 2 else None
+        self.n_features = width if isinstance(width, int) else None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        y = self.session.run([self.output_name], {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
+
+def find_model_file(model_dir: Path) -> Path:
+    """The one model file under model_dir (Azure ML may nest it in a sub-folder)."""
+    found = sorted(p for p in model_dir.rglob("*")
+                   if p.suffix.lower() in SKLEARN_SUFFIXES + ONNX_SUFFIXES and p.is_file())
+    if not found:
+        raise FileNotFoundError(f"no model file (*.joblib, *.pkl, *.pickle, *.onnx) under {model_dir}")
+    if len(found) > 1:
+        raise ValueError(f"more than one model file under {model_dir}: {', '.join(p.name for p in found)}")
+    return found[0]
+
+
+def init() -> None:
+    global _model
+    path = find_model_file(Path(os.environ["AZUREML_MODEL_DIR"]))
+    _model = OnnxModel(path) if path.suffix.lower() in ONNX_SUFFIXES else SklearnModel(path)
+
+
+def as_matrix(rows: Any) -> np.ndarray:
+    """rows -> 2-D numeric array of the model's width, or InvalidInput saying what is wrong."""
+    try:
+        x = np.asarray(rows)
+    except ValueError:
+        raise InvalidInput("'data' must be a list of rows of equal length") from None
+    if x.dtype.kind not in NUMERIC_KINDS:
+        raise InvalidInput("'data' must hold numbers only")
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InvalidInput(f"'data' must be a non-empty list of rows, like [[1.0, 2.0]]; got shape {list(x.shape)}")
+    width = _model.n_features
+    if width is not None and x.shape[1] != width:
+        raise InvalidInput(f"each row must have {width} features; got {x.shape[1]}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InvalidInput("features must be finite numbers")
+    return x
+
+
+def run(raw_data: str) -> dict[str, Any]:
+    body = orjson.loads(raw_data)
+    if not isinstance(body, dict) or "data" not in body:
+        raise InvalidInput('the body must be a JSON object with a "data" key: {"data": [[...], ...]}')
+    return {"result": _model.predict(as_matrix(body["data"]))}
+
+
+def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if len(inputs) != 1:
+        raise InvalidInput(f"this model takes exactly one input tensor, {_model.input_name!r}")
+    (x,) = inputs.values()
+    return {_model.output_name: _model.predict(as_matrix(x))}
+
+
+def metadata() -> dict[str, Any]:
+    width = _model.n_features if _model.n_features is not None else -1
+    return {
+        "platform": _model.platform,
+        "inputs": [{"name": _model.input_name, "datatype": v2_datatype(_model.input_dtype), "shape": [-1, width]}],
+        "outputs": [{"name": _model.output_name, "datatype": v2_datatype(_model.output_dtype), "shape": [-1]}],
+    }
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    return {"f": "FP", "i": "INT", "u": "UINT"}[dtype.kind] + str(dtype.itemsize * 8)
+
+
+def sample_request() -> str | None:
+    if _model.n_features is None:
+        return None
+    return orjson.dumps({"data": [[0.0] * _model.n_features]}).decode()
