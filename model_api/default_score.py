@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model_api import runtimes
 from model_api.errors import InvalidInput
 
-SKLEARN_SUFFIXES = (".joblib", ".pkl", ".pickle")
-ONNX_SUFFIXES = (".onnx",)
 NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool and strings are refused, not coerced
 
 _model: SklearnModel | OnnxModel | None = None
@@ -73,8 +72,7 @@ class OnnxModel:
 
 def find_model_file(model_dir: Path) -> Path:
     """The one model file under model_dir (Azure ML may nest it in a sub-folder)."""
-    found = sorted(p for p in model_dir.rglob("*")
-                   if p.suffix.lower() in SKLEARN_SUFFIXES + ONNX_SUFFIXES and p.is_file())
+    found = runtimes.model_files(model_dir)
     if not found:
         raise FileNotFoundError(f"no model file (*.joblib, *.pkl, *.pickle, *.onnx) under {model_dir}")
     if len(found) > 1:
@@ -85,7 +83,7 @@ def find_model_file(model_dir: Path) -> Path:
 def init() -> None:
     global _model
     path = find_model_file(Path(os.environ["AZUREML_MODEL_DIR"]))
-    _model = OnnxModel(path) if path.suffix.lower() in ONNX_SUFFIXES else SklearnModel(path)
+    _model = OnnxModel(path) if runtimes.BY_SUFFIX[path.suffix.lower()] == "onnx" else SklearnModel(path)
 
 
 def as_matrix(rows: Any) -> np.ndarray:

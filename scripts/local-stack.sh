@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The local stack's daemons, on a fresh Debian machine as root. Every step returns at once when its part
+# already answers, so `up` is cheap to call before every demo and test run.
+#
+#   scripts/local-stack.sh up          packages + docker + registry + base-image
+#   scripts/local-stack.sh packages    Debian packages the stack needs (docker.io, docker-registry, ...)
+#   scripts/local-stack.sh docker      a Docker engine on /var/run/docker.sock
+#   scripts/local-stack.sh registry    the distribution registry on 127.0.0.1:5000, deletes enabled
+#   scripts/local-stack.sh down        stop the registry and the engine that this script started
+#
+# Environment: SHIPBOT_STATE (default /var/lib/shipbot) holds the registry's storage, configs and logs;
+# SHIPBOT_REGISTRY_ADDR (default 127.0.0.1:5000); SHIPBOT_REGISTRY_NOTIFY_URL, when set, receives the
+# registry's push notifications (the event bridge's ImagePushed source).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+state=${SHIPBOT_STATE:-/var/lib/shipbot}
+registry_addr=${SHIPBOT_REGISTRY_ADDR:-127.0.0.1:5000}
+notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL:-}
+log() { printf '[local-stack] %s\n' "$*" >&2; }
+
+# Poll until "$@" succeeds, for at most $1 seconds: start-up has no event to wait on but the answer itself.
+wait_for() {
+  local seconds=$1; shift
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v git >/dev/null || missing+=(git)
+  ((${#missing[@]} == 0)) && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+docker_engine() {
+  docker info >/dev/null 2>&1 && return 0
+  mkdir -p "$state/log"
+  log "starting dockerd"
+  setsid dockerd >"$state/log/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$state/dockerd.pid"
+  wait_for 60 docker info || { tail -20 "$state/log/dockerd.log" >&2; log "dockerd did not come up"; exit 1; }
+}
+
+registry_config() {
+  cat <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+  relativeurls: true
+YAML
+  [[ -z $notify_url ]] && return 0
+  cat <<YAML
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: shipbot
+      url: $notify_url
+      timeout: 2s
+      threshold: 5
+      backoff: 1s
+      ignoredmediatypes: [application/octet-stream]
+YAML
+}
+
+registry() {
+  mkdir -p "$state/registry/data" "$state/log"
+  local config=$state/registry/config.yml
+  registry_config >"$config.new"
+  if curl -sf "http://$registry_addr/v2/" >/dev/null; then
+    if cmp -s "$config" "$config.new"; then rm "$config.new"; return 0; fi
+    log "registry config changed: restarting it"
+    stop_pid "$state/registry.pid"
+  fi
+  mv "$config.new" "$config"
+  log "starting the registry on $registry_addr"
+  setsid docker-registry serve "$config" >>"$state/log/registry.log" 2>&1 </dev/null &
+  echo $! >"$state/registry.pid"
+  wait_for 20 curl -sf "http://$registry_addr/v2/" || { tail -20 "$state/log/registry.log" >&2; exit 1; }
+}
+
+stop_pid() {
+  [[ -f $1 ]] || return 0
+  local pid; pid=$(cat "$1")
+  if kill "$pid" 2>/dev/null; then wait_for 20 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true; fi
+  rm -f "$1"
+}
+
+case ${1:-up} in
+  packages) packages ;;
+  docker) docker_engine ;;
+  registry) registry ;;
+  base-image) "$here/base-image.sh" ;;
+  up) packages; docker_engine; registry; "$here/base-image.sh" ;;
+  down) stop_pid "$state/registry.pid"; stop_pid "$state/dockerd.pid" ;;
+  *) echo "usage: $0 [up|packages|docker|registry|base-image|down]" >&2; exit 2 ;;
+esac

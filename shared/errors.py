@@ -1,0 +1,31 @@
+"""ShipBot's errors. Only functions/ decides between answering and re-raising; adapters translate SDK errors
+at the boundary (`raise TransientError(...) from e`) and never put secrets or SAS URLs in a message.
+
+    ReleaseError
+    +- InvalidEvent      cannot be understood -> log and drop (HTTP 400)
+    +- PermanentError    retrying will not help -> record the failure in the ledger (HTTP 409/422)
+    |  +- BuildFailed    the image did not build or push; carries the tail of the build log
+    +- TransientError    try again -> re-raise so the host / Event Grid retries (HTTP 503)
+"""
+
+
+class ReleaseError(Exception):
+    pass
+
+
+class InvalidEvent(ReleaseError):
+    pass
+
+
+class PermanentError(ReleaseError):
+    pass
+
+
+class BuildFailed(PermanentError):
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class TransientError(ReleaseError):
+    pass
