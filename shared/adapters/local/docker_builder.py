@@ -57,9 +57,11 @@ class BuiltImage:
 
 
 class DockerBuilder:
-    def __init__(self, *, client: docker.DockerClient, base_image: str = "python:3.11-slim") -> None:
+    def __init__(self, *, client: docker.DockerClient, base_image: str = "python:3.11-slim",
+                 use_cache: bool = True) -> None:
         self.client = client
         self.base_image = base_image
+        self.use_cache = use_cache
 
     def build(self, request: BuildRequest) -> BuiltImage:
         found = runtimes.model_files(request.model_dir)
@@ -91,7 +93,8 @@ class DockerBuilder:
     def _build(self, context: object, image: str, build_args: dict[str, str]) -> None:
         try:
             self.client.images.build(fileobj=context, custom_context=True, dockerfile="model_api/Dockerfile",
-                                     tag=image, buildargs=build_args, rm=True, forcerm=True)
+                                     tag=image, buildargs=build_args, rm=True, forcerm=True,
+                                     nocache=not self.use_cache)
         except docker.errors.BuildError as e:
             lines = [chunk.get("stream", "") or chunk.get("error", "") for chunk in e.build_log]
             tail = "".join(lines).splitlines()[-LOG_TAIL_LINES:]
