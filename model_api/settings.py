@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_ENTRY_SCRIPT = str(Path(__file__).with_name("default_score.py"))
+MAX_SCORING_TIMEOUT_S = 24 * 3600.0
 
 
 class SettingsError(ValueError):
@@ -85,8 +86,11 @@ class Settings:
             )
         except ValueError as e:
             raise SettingsError(f"bad model_api setting: {e}") from None
-        if settings.max_body_bytes <= 0 or settings.scoring_timeout_s <= 0 or settings.workers < 0:
-            raise SettingsError("MODEL_API_MAX_BODY_BYTES and MODEL_API_SCORING_TIMEOUT_S must be > 0")
+        # not 0 < t <= max also refuses nan and inf, which setitimer() would raise on at every request
+        if settings.max_body_bytes <= 0 or not 0 < settings.scoring_timeout_s <= MAX_SCORING_TIMEOUT_S \
+                or settings.workers < 0:
+            raise SettingsError("MODEL_API_MAX_BODY_BYTES must be > 0, MODEL_API_WORKERS >= 0 and "
+                                f"MODEL_API_SCORING_TIMEOUT_S in (0, {MAX_SCORING_TIMEOUT_S:g}] seconds")
         return settings
 
     def worker_count(self) -> int:

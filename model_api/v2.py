@@ -52,6 +52,10 @@ def _tensor(t: Any) -> tuple[str, np.ndarray]:
         raise errors.InvalidInput(f"input {name!r}: \"data\" does not hold {datatype} values")
     if array.size != int(np.prod(shape)):
         raise errors.InvalidInput(f"input {name!r}: {array.size} values do not fill shape {shape}")
+    if dtype.kind in "iu" and array.size and array.dtype != dtype:  # astype would wrap around silently
+        limits = np.iinfo(dtype)
+        if int(array.min()) < limits.min or int(array.max()) > limits.max:
+            raise errors.InvalidInput(f"input {name!r}: values out of the range of {datatype}")
     return name, array.astype(dtype, copy=False).reshape(shape)
 
 
