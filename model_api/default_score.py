@@ -99,8 +99,12 @@ def as_matrix(rows: Any) -> np.ndarray:
     width = _model.n_features
     if width is not None and x.shape[1] != width:
         raise InvalidInput(f"each row must have {width} features; got {x.shape[1]}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise InvalidInput("features must be finite numbers")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise InvalidInput("features must be finite numbers")
+        narrow = _model.input_dtype
+        if narrow.kind == "f" and narrow.itemsize < x.dtype.itemsize and np.abs(x).max() > np.finfo(narrow).max:
+            raise InvalidInput(f"features must fit the model's {narrow.name} input")
     return x
 
 

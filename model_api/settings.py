@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from pathlib import Path
 
 DEFAULT_ENTRY_SCRIPT = str(Path(__file__).with_name("default_score.py"))
 MAX_SCORING_TIMEOUT_S = 24 * 3600.0
+
+
+FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class SettingsError(ValueError):
@@ -71,26 +75,38 @@ class Settings:
             build_id=opt("BUILD_ID"),
             release_id=opt("RELEASE_ID"),
         )
-        try:
-            settings = cls(
-                model_dir=Path(env.get("AZUREML_MODEL_DIR", cls.model_dir)),
-                entry_script=Path(env.get("AZUREML_ENTRY_SCRIPT", cls.entry_script)),
-                host=env.get("MODEL_API_HOST", cls.host),
-                port=int(env.get("MODEL_API_PORT", cls.port)),
-                workers=int(env.get("MODEL_API_WORKERS", cls.workers)),
-                max_body_bytes=int(env.get("MODEL_API_MAX_BODY_BYTES", cls.max_body_bytes)),
-                scoring_timeout_s=float(env.get("MODEL_API_SCORING_TIMEOUT_S", cls.scoring_timeout_s)),
-                access_log=env.get("MODEL_API_ACCESS_LOG", "true").lower() not in ("0", "false", "no"),
-                model_name=build.model_name or cls.model_name,
-                build=build,
-            )
-        except ValueError as e:
-            raise SettingsError(f"bad model_api setting: {e}") from None
-        # not 0 < t <= max also refuses nan and inf, which setitimer() would raise on at every request
-        if settings.max_body_bytes <= 0 or not 0 < settings.scoring_timeout_s <= MAX_SCORING_TIMEOUT_S \
-                or settings.workers < 0:
-            raise SettingsError("MODEL_API_MAX_BODY_BYTES must be > 0, MODEL_API_WORKERS >= 0 and "
-                                f"MODEL_API_SCORING_TIMEOUT_S in (0, {MAX_SCORING_TIMEOUT_S:g}] seconds")
+        def number(name: str, parse: type[int] | type[float], default: float, ok: Callable[[float], bool],
+                   rule: str) -> Any:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                value = parse(raw)
+            except ValueError:
+                value = None
+            # `ok` is written so that nan and inf fail it: setitimer() would raise on them at every request
+            if value is None or not ok(value):
+                raise SettingsError(f"{name}={raw!r}: must be {rule}")
+            return value
+
+        flag = env.get("MODEL_API_ACCESS_LOG", "true").strip().lower()
+        if flag not in FLAGS:
+            raise SettingsError(f"MODEL_API_ACCESS_LOG={flag!r}: must be one of {', '.join(sorted(FLAGS))}")
+        settings = cls(
+            model_dir=Path(env.get("AZUREML_MODEL_DIR", cls.model_dir)),
+            entry_script=Path(env.get("AZUREML_ENTRY_SCRIPT", cls.entry_script)),
+            host=env.get("MODEL_API_HOST", cls.host),
+            port=number("MODEL_API_PORT", int, cls.port, lambda v: 0 < v < 65536, "a port, 1-65535"),
+            workers=number("MODEL_API_WORKERS", int, cls.workers, lambda v: v >= 0, "0 (one per CPU) or more"),
+            max_body_bytes=number("MODEL_API_MAX_BODY_BYTES", int, cls.max_body_bytes, lambda v: v > 0,
+                                  "a positive number of bytes"),
+            scoring_timeout_s=number("MODEL_API_SCORING_TIMEOUT_S", float, cls.scoring_timeout_s,
+                                     lambda v: 0 < v <= MAX_SCORING_TIMEOUT_S,
+                                     f"seconds, more than 0 and at most {MAX_SCORING_TIMEOUT_S:g}"),
+            access_log=FLAGS[flag],
+            model_name=build.model_name or cls.model_name,
+            build=build,
+        )
         return settings
 
     def worker_count(self) -> int:

@@ -50,6 +50,12 @@ def test_the_onnx_model_refuses_the_wrong_feature_count_with_422(serve, onnx_dir
     assert assert_error(response, 422, "InvalidInput") == "each row must have 10 features; got 3"
 
 
+def test_the_onnx_model_refuses_values_its_float32_input_cannot_hold_with_422(serve, onnx_dir, assert_error):
+    response = serve(model_dir=onnx_dir).post("/score", json={"data": [[1e39] + [0.1] * 9]})
+
+    assert assert_error(response, 422, "InvalidInput") == "features must fit the model's float32 input"
+
+
 # -- the model folder ---------------------------------------------------------------------------------------------
 def test_a_model_file_nested_in_a_sub_folder_is_found(serve, diabetes_dir, tmp_path, ridge, sample_rows):
     model_dir = tmp_path / "model"
