@@ -3,9 +3,14 @@ at the boundary (`raise TransientError(...) from e`) and never put secrets or SA
 
     ReleaseError
     +- InvalidEvent      cannot be understood -> log and drop (HTTP 400)
+    +- NotFound          no such release, environment, commit, model or image (HTTP 404)
+    +- Exists            create_ of something that exists: a duplicate delivery (HTTP 409)
     +- PermanentError    retrying will not help -> record the failure in the ledger (HTTP 409/422)
     |  +- BuildFailed    the image did not build or push; carries the tail of the build log
+    |  +- Refused        the request is understood but not allowed now (a downgrade, a held release; HTTP 409)
     +- TransientError    try again -> re-raise so the host / Event Grid retries (HTTP 503)
+       +- LedgerConflict ETag mismatch on write, still after the retries
+       +- LeaseBusy      another rollout holds the environment's lease
 """
 
 
@@ -14,6 +19,14 @@ class ReleaseError(Exception):
 
 
 class InvalidEvent(ReleaseError):
+    pass
+
+
+class NotFound(ReleaseError):
+    pass
+
+
+class Exists(ReleaseError):
     pass
 
 
@@ -27,5 +40,17 @@ class BuildFailed(PermanentError):
         self.log_tail = log_tail
 
 
+class Refused(PermanentError):
+    pass
+
+
 class TransientError(ReleaseError):
+    pass
+
+
+class LedgerConflict(TransientError):
+    pass
+
+
+class LeaseBusy(TransientError):
     pass

@@ -1,0 +1,176 @@
+"""The ports: the small interfaces through which the engine touches the world.
+
+Each port has an in-memory fake (shared/adapters/memory.py), a local adapter (shared/adapters/local/) and a
+cloud one (shared/adapters/azure/); tests/contract runs one suite per port against each. Verbs follow the
+Azure SDK guidelines: `get_` raises `NotFound` when missing, `list_` may be empty, `create_` raises `Exists`
+when it exists (that is how a duplicate delivery is detected), `delete_` is idempotent, `begin_` starts work
+that outlives one call and returns a handle.
+
+Errors an adapter raises are those of shared/errors.py: SDK errors are translated at the boundary.
+
+Pure. No I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from shared.releases import Commit, Environment, Model, Release
+
+
+# -- the ledger ---------------------------------------------------------------------------------------------
+class Ledger(Protocol):
+    """Releases and environments as JSON documents; every update is a compare-and-swap on the ETag.
+
+    `update_*` reads the document, applies `change` (pure; may be called again after a 412) and writes it with
+    `If-Match`, retrying on conflict; `change` returning its input unchanged writes nothing. A missing
+    environment reads as an empty one.
+    """
+
+    def create_release(self, release: Release) -> None: ...                 # Exists if the id is taken
+    def get_release(self, release_id: str) -> Release: ...                  # NotFound
+    def list_releases(self) -> list[Release]: ...                           # newest first
+    def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release: ...
+    def get_environment(self, name: str) -> Environment: ...
+    def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment: ...
+
+    def lease_environment(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Holds the one-writer lease on an environment's rollouts; waits for it (bounded), then
+        LeaseBusy (a TransientError)."""
+        ...
+
+    def create_event_marker(self, event_id: str) -> None: ...               # Exists: seen before
+    def delete_event_marker(self, event_id: str) -> None: ...               # so that a failed event can retry
+
+
+# -- inputs: source and models ------------------------------------------------------------------------------
+class Source(Protocol):
+    """The application's git repository."""
+
+    def get_head(self, branch: str) -> Commit: ...                          # newest commit on the branch
+    def get_commit(self, sha: str) -> Commit: ...                           # NotFound
+    def archive(self, sha: str, destination: Path) -> None:
+        """Writes the tree at `sha` into `destination` (a directory)."""
+        ...
+
+
+class Models(Protocol):
+    """The models container: `<name>/<version>/<file>`, the model file plus its sample request/response."""
+
+    def list_models(self) -> list[Model]: ...                               # every complete version, any order
+    def get_model(self, name: str, version: str) -> Model: ...              # NotFound
+    def download(self, model: Model, destination: Path) -> None:
+        """Writes every file of the version into `destination`, streaming (never whole in memory)."""
+        ...
+
+
+# -- build, registry, smoke test, deploy --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    release_id: str
+    commit: str
+    model: Model
+    repository: str
+    tag: str
+    source_url: str = ""
+
+
+class BuildState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the builder has no record of it (lost with a restarted local host, or expired)
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    build_id: str
+    state: BuildState
+    digest: str | None = None
+    error: str = ""
+    log_url: str = ""
+
+
+class Builder(Protocol):
+    """Builds asynchronously, like ACR Tasks: the registry's push event continues the chain."""
+
+    recipe: str  # what, besides commit and model, decides the image bytes (part of the release key)
+
+    def begin_build(self, request: BuildRequest, source: Source, models: Models) -> str: ...  # a build id
+    def get_build(self, build_id: str) -> Build: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    repository: str
+    digest: str
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Registry(Protocol):
+    host: str  # host[:port] as images are referenced: `<host>/<repository>@<digest>`
+
+    def get_image(self, repository: str, reference: str) -> Image: ...  # tag or digest; NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What a smoke test or a rollout's verification checks `/version` against."""
+
+    release_id: str
+    model_sha256: str | None = None
+    commit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    reason: str = ""       # why it failed; empty when it passed
+    seconds: float = 0.0
+    steps: tuple[tuple[str, float], ...] = ()  # (step, seconds) for benchmarks and the ledger
+
+
+class SmokeRunner(Protocol):
+    def run(self, ref: str, expected: Expectation) -> Verdict:
+        """Runs the image by digest, waits for /readyz, checks /version against `expected` and that the image's
+        sample request scores to its sample response, all within the runner's time budget."""
+        ...
+
+
+class Deployer(Protocol):
+    """Environments: staging and production. One rollout at a time per environment (the ledger's lease)."""
+
+    def get_running(self, environment: str) -> str | None: ...  # the ref it runs, None if nothing
+    def deploy(self, environment: str, ref: str, expected: Expectation) -> Verdict:
+        """Rolls `ref` out, waits until it is available, verifies /version. A failed verdict leaves the
+        environment on what it ran before whenever the target allows (the engine rolls back otherwise)."""
+        ...
+
+    def url(self, environment: str) -> str: ...
+
+
+class Notifier(Protocol):
+    def notify(self, subject: str, text: str, *, failed: bool = False) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Everything the engine talks to; one wiring function (shared/wiring.py) picks the adapters."""
+
+    ledger: Ledger
+    source: Source
+    models: Models
+    builder: Builder
+    registry: Registry
+    smoke: SmokeRunner
+    deployer: Deployer
+    notifier: Notifier
+    clock: Callable[[], datetime]
+
