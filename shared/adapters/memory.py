@@ -1,0 +1,269 @@
+"""In-memory fakes of every port, for the engine's fast tests and the contract suites.
+
+They keep the ports' contracts (NotFound, Exists, compare-and-swap updates, one lease holder at a time) so
+that a test passing over them says something about the real adapters too; tests/contract checks that each
+real adapter behaves like its fake. Thread-safe, because the engine's concurrency tests use threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from shared import errors, ports
+from shared.releases import Commit, Environment, Model, Release
+
+
+class MemoryLedger:
+    def __init__(self, *, lease_wait_seconds: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._releases: dict[str, dict] = {}
+        self._environments: dict[str, dict] = {}
+        self._markers: set[str] = set()
+        self._leases: dict[str, threading.Lock] = {}
+        self.lease_wait_seconds = lease_wait_seconds
+        self.writes = 0  # documents written, for tests that check "nothing changed"
+
+    def create_release(self, release: Release) -> None:
+        with self._lock:
+            if release.id in self._releases:
+                raise errors.Exists(f"release {release.id} exists")
+            self._releases[release.id] = release.to_json()
+            self.writes += 1
+
+    def get_release(self, release_id: str) -> Release:
+        with self._lock:
+            doc = self._releases.get(release_id)
+        if doc is None:
+            raise errors.NotFound(f"no release {release_id}")
+        return Release.from_json(doc)
+
+    def list_releases(self) -> list[Release]:
+        with self._lock:
+            docs = list(self._releases.values())
+        return sorted((Release.from_json(d) for d in docs), key=lambda r: (r.created, r.id), reverse=True)
+
+    def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release:
+        with self._lock:
+            if release_id not in self._releases:
+                raise errors.NotFound(f"no release {release_id}")
+            before = Release.from_json(self._releases[release_id])
+            after = change(before)
+            if after != before:
+                self._releases[release_id] = after.to_json()
+                self.writes += 1
+            return after
+
+    def get_environment(self, name: str) -> Environment:
+        with self._lock:
+            doc = self._environments.get(name)
+        return Environment.from_json(doc) if doc else Environment(name)
+
+    def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment:
+        with self._lock:
+            doc = self._environments.get(name)
+            before = Environment.from_json(doc) if doc else Environment(name)
+            after = change(before)
+            if after != before:
+                self._environments[name] = after.to_json()
+                self.writes += 1
+            return after
+
+    @contextlib.contextmanager
+    def lease_environment(self, name: str) -> Iterator[None]:
+        with self._lock:
+            lease = self._leases.setdefault(name, threading.Lock())
+        if not lease.acquire(timeout=self.lease_wait_seconds):
+            raise errors.LeaseBusy(f"another rollout holds {name}")
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def create_event_marker(self, event_id: str) -> None:
+        with self._lock:
+            if event_id in self._markers:
+                raise errors.Exists(f"event {event_id} seen before")
+            self._markers.add(event_id)
+
+    def delete_event_marker(self, event_id: str) -> None:
+        with self._lock:
+            self._markers.discard(event_id)
+
+
+class MemoryModels:
+    """Models as (name, version) -> bytes of the model file, plus the sidecar files."""
+
+    def __init__(self) -> None:
+        self._files: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._models: dict[tuple[str, str], Model] = {}
+
+    def put(self, name: str, version: str, files: dict[str, bytes], *, uploaded: datetime,
+            model_file: str = "model.joblib") -> Model:
+        model = Model(name=name, version=version, sha256=hashlib.sha256(files[model_file]).hexdigest(),
+                      blob_name=f"{name}/{version}/{model_file}", uploaded=uploaded)
+        self._files[(name, version)] = dict(files)
+        self._models[(name, version)] = model
+        return model
+
+    def list_models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def get_model(self, name: str, version: str) -> Model:
+        try:
+            return self._models[(name, version)]
+        except KeyError:
+            raise errors.NotFound(f"no model {name}/{version}") from None
+
+    def download(self, model: Model, destination: Path) -> None:
+        destination.mkdir(parents=True, exist_ok=True)
+        for filename, data in self._files[(model.name, model.version)].items():
+            (destination / filename).write_bytes(data)
+
+
+class MemorySource:
+    def __init__(self) -> None:
+        self._commits: dict[str, Commit] = {}
+        self._heads: dict[str, str] = {}
+
+    def commit(self, sha: str, *, branch: str = "main", at: datetime) -> Commit:
+        self._commits[sha] = commit = Commit(sha=sha, branch=branch, committed=at)
+        self._heads[branch] = sha
+        return commit
+
+    def get_head(self, branch: str) -> Commit:
+        if branch not in self._heads:
+            raise errors.NotFound(f"no branch {branch}")
+        return self._commits[self._heads[branch]]
+
+    def get_commit(self, sha: str) -> Commit:
+        try:
+            return self._commits[sha]
+        except KeyError:
+            raise errors.NotFound(f"no commit {sha}") from None
+
+    def archive(self, sha: str, destination: Path) -> None:
+        self.get_commit(sha)
+        (destination / "COMMIT").write_text(sha)
+
+
+@dataclass
+class MemoryBuilder:
+    """Records build requests; a test finishes them with `succeed`/`fail`, as a remote build service would."""
+
+    recipe: str = "memory:1"
+    requests: dict[str, ports.BuildRequest] = field(default_factory=dict)
+    builds: dict[str, ports.Build] = field(default_factory=dict)
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+
+    def begin_build(self, request: ports.BuildRequest, source: ports.Source, models: ports.Models) -> str:
+        build_id = f"b{next(self._ids)}"
+        self.requests[build_id] = request
+        self.builds[build_id] = ports.Build(build_id, ports.BuildState.RUNNING)
+        return build_id
+
+    def get_build(self, build_id: str) -> ports.Build:
+        return self.builds.get(build_id, ports.Build(build_id, ports.BuildState.UNKNOWN))
+
+    def succeed(self, build_id: str, registry: MemoryRegistry) -> str:
+        """Pushes the image to `registry` and returns its digest; the test then delivers ImagePushed."""
+        request = self.requests[build_id]
+        digest = "sha256:" + hashlib.sha256(f"{request.repository}:{request.tag}".encode()).hexdigest()
+        registry.push(request.repository.split("/", 1)[1], request.tag, digest, labels={"dev.shipbot.release.id": request.release_id})
+        self.builds[build_id] = ports.Build(build_id, ports.BuildState.SUCCEEDED, digest=digest)
+        return digest
+
+    def fail(self, build_id: str, error: str) -> None:
+        self.builds[build_id] = ports.Build(build_id, ports.BuildState.FAILED, error=error)
+
+
+class MemoryRegistry:
+    """Images by (repository path without the host, tag or digest)."""
+
+    def __init__(self, host: str = "registry.test") -> None:
+        self.host = host
+        self._images: dict[tuple[str, str], ports.Image] = {}  # (repository, tag or digest)
+
+    def push(self, repository: str, tag: str | None, digest: str, *, labels: dict[str, str] | None = None) -> None:
+        image = ports.Image(repository, digest, dict(labels or {}))
+        self._images[(repository, digest)] = image
+        if tag:
+            self._images[(repository, tag)] = image
+
+    def get_image(self, repository: str, reference: str) -> ports.Image:
+        try:
+            return self._images[(repository, reference)]
+        except KeyError:
+            raise errors.NotFound(f"no image {repository}:{reference}") from None
+
+
+class MemorySmokeRunner:
+    """Passes every image, unless a test named it in `failures` (ref -> reason)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, str] = {}
+        self.runs: list[str] = []
+
+    def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
+        self.runs.append(ref)
+        reason = self.failures.get(ref, "")
+        return ports.Verdict(passed=not reason, reason=reason)
+
+
+class MemoryDeployer:
+    """Environments as a dict; a ref in `broken` fails verification and the environment keeps what it ran."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, str] = {}
+        self.broken: dict[str, str] = {}
+        self.rollouts: list[tuple[str, str]] = []
+        self._active = 0
+        self.max_concurrent = 0  # the most rollouts ever in progress at once, per the lease tests
+        self._lock = threading.Lock()
+        self.during_rollout: Callable[[], None] = lambda: None  # a hook for concurrency tests
+
+    def get_running(self, environment: str) -> str | None:
+        return self.running.get(environment)
+
+    def deploy(self, environment: str, ref: str, expected: ports.Expectation) -> ports.Verdict:
+        with self._lock:
+            self._active += 1
+            self.max_concurrent = max(self.max_concurrent, self._active)
+        try:
+            self.rollouts.append((environment, ref))
+            self.during_rollout()
+            reason = self.broken.get(ref, "")
+            if not reason:
+                self.running[environment] = ref
+            return ports.Verdict(passed=not reason, reason=reason)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def url(self, environment: str) -> str:
+        return f"http://{environment}.test"
+
+
+class MemoryNotifier:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+
+    def notify(self, subject: str, text: str, *, failed: bool = False) -> None:
+        self.messages.append((subject, text, failed))
+
+
+class ManualClock:
+    """A clock a test moves by hand: every reading is one second after the last, so order is total."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now

@@ -1,0 +1,367 @@
+"""The engine: applies the decisions of shared.planning through the ports and writes the ledger.
+
+Events are hints and state is truth. `handle(event)` turns any trigger into a reconcile of what it concerns
+and returns the jobs (smoke test, rollout) that the trigger enqueues; `run(job)` does one such job. Both are
+safe to repeat: a redelivered event is recognised by its marker, and every step re-reads the ledger before it
+acts. Rollouts hold the environment's lease, so one environment sees one rollout at a time.
+
+Raises shared.errors; functions/ decides what each means for its trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from shared import errors, events, jobs, planning, ports
+from shared.jobs import Job
+from shared.releases import ENVIRONMENTS, Deployment, Entry, Environment, Release, Status
+from shared.releases import release_id_for, release_id_for_digest
+
+log = logging.getLogger("shipbot.engine")
+
+REVISION_LABEL = "org.opencontainers.image.revision"
+RELEASE_LABEL = "dev.shipbot.release.id"
+MODEL_SHA_LABEL = "dev.shipbot.model.sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    repository: str                        # full image name our builds push to: "<registry>/<path>"
+    release_branch: str = "main"
+    model_name: str | None = None          # None: the most recently uploaded model name
+    allowed_repositories: frozenset[str] = frozenset()  # full names; ImagePushed elsewhere is ignored
+    max_build_attempts: int = 3
+    stuck_after: timedelta = timedelta(minutes=15)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a trigger did: a one-line summary for its log, and the jobs to enqueue."""
+
+    summary: str
+    jobs: list[Job] = field(default_factory=list)
+    release: Release | None = None
+
+
+class Engine:
+    def __init__(self, ports_: ports.Ports, config: Config) -> None:
+        self.ports, self.config = ports_, config
+        self.ledger = ports_.ledger
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def handle(self, event: object) -> Outcome:
+        """Any domain event -> Outcome. A redelivered event (same id) is acknowledged and does nothing."""
+        event_id = getattr(event, "event_id", None)
+        if event_id:
+            try:
+                self.ledger.create_event_marker(event_id)
+            except errors.Exists:
+                return Outcome(f"event {event_id} was handled before; nothing to do")
+        try:
+            return self._dispatch(event)
+        except Exception:
+            if event_id:  # let the redelivery try again; the ledger holds whatever was done
+                self.ledger.delete_event_marker(event_id)
+            raise
+
+    def _dispatch(self, event: object) -> Outcome:
+        match event:
+            case events.Ignored(reason=reason):
+                return Outcome(f"ignored: {reason}")
+            case events.ModelUploaded():
+                return self.reconcile(trigger=f"model {event.model_name}/{event.model_version} uploaded")
+            case events.CommitPushed():
+                return self.reconcile(trigger=f"{event.source} push of {event.commit[:12]} to {event.branch}")
+            case events.Pinged():
+                return Outcome("webhook ping")
+            case events.ImagePushed():
+                return self.image_pushed(event)
+            case events.PromotionDue():
+                return self.promotion_due()
+            case events.ReconcileDue():
+                return self.reconcile(trigger="reconcile timer")
+        raise errors.InvalidEvent(f"no handler for {type(event).__name__}")
+
+    def reconcile(self, *, trigger: str) -> Outcome:
+        """Converge: the wanted release exists and builds; lost steps of releases in flight are redone; staging
+        runs the newest green release."""
+        found: list[Job] = []
+        for release in self.ledger.list_releases():  # first, so that a build found failed is retried below
+            found += self._repair(release)
+        wanted, summary = self._ensure_wanted_release(trigger)
+        staging = self._staging_behind()
+        if staging:
+            found.append(staging)
+        return Outcome(summary, found, wanted)
+
+    def _ensure_wanted_release(self, trigger: str) -> tuple[Release | None, str]:
+        model = planning.current_model(self.ports.models.list_models(), self.config.model_name)
+        if model is None:
+            return None, "no complete model in the models container yet"
+        head = self.ports.source.get_head(self.config.release_branch)
+        release, created = self.create_release(head.sha, model, trigger=trigger, by="shipbot")
+        if created:
+            return release, f"release {release.id} planned: {head.sha[:12]} + {model.name}/{model.version}"
+        if planning.should_retry_build(release, max_attempts=self.config.max_build_attempts) and \
+                trigger == "reconcile timer":
+            return self.start_build(release, by="reconcile", retry=True), f"release {release.id}: build retried"
+        return release, f"release {release.id} already {release.status.value}; nothing to do"
+
+    def create_release(self, commit: str, model, *, trigger: str, by: str) -> tuple[Release, bool]:
+        """The release of (commit, model, recipe), created and its build started unless it exists."""
+        recipe = self.ports.builder.recipe
+        release_id = release_id_for(commit, model.sha256, recipe)
+        now = self.ports.clock()
+        release = Release(id=release_id, created=now, trigger=trigger, repository=self.config.repository,
+                          tag=release_id, status=Status.BUILDING, commit=commit, model=model, recipe=recipe,
+                          history=(Entry(now, "planned", by, trigger),))
+        try:
+            self.ledger.create_release(release)
+        except errors.Exists:
+            return self.ledger.get_release(release_id), False
+        self._supersede_older(release)
+        return self.start_build(release, by=by), True
+
+    def start_build(self, release: Release, *, by: str, retry: bool = False) -> Release:
+        request = ports.BuildRequest(release_id=release.id, commit=release.commit or "", model=release.model,
+                                     repository=release.repository, tag=release.tag)
+        build_id = self.ports.builder.begin_build(request, self.ports.source, self.ports.models)
+        now = self.ports.clock()
+        return self.ledger.update_release(release.id, lambda r: r.with_(
+            status=Status.BUILDING, build_id=build_id, build_attempts=r.build_attempts + 1, reason="",
+            entry=Entry(now, "build retried" if retry else "build started", by, f"build {build_id}")))
+
+    def _supersede_older(self, new: Release) -> None:
+        for old in planning.superseded_by(new, self.ledger.list_releases()):
+            now = self.ports.clock()
+            self.ledger.update_release(old.id, lambda r: r.with_(
+                status=Status.SUPERSEDED, entry=Entry(now, "superseded", "shipbot", f"by {new.id}"))
+                if r.status.in_flight else r)
+
+    def image_pushed(self, event: events.ImagePushed) -> Outcome:
+        repository = f"{event.registry}/{event.repository}"
+        if repository not in self.config.allowed_repositories:
+            return Outcome(f"ignored: repository {repository} is not in the allow-list")
+        release = self._release_for_image(repository, event)
+        if release.status is Status.SUPERSEDED:
+            return Outcome(f"release {release.id} was superseded; its image is not tested", release=release)
+        if release.digest != event.digest:
+            return Outcome(f"release {release.id} is {release.digest}; a push of {event.digest} to its tag "
+                           "is ignored (tags of releases are immutable)", release=release)
+        if release.status is not Status.BUILT:
+            return Outcome(f"release {release.id} is {release.status.value}; nothing to do", release=release)
+        return Outcome(f"release {release.id} built; smoke test queued", [jobs.test(release.id)], release)
+
+    def _release_for_image(self, repository: str, event: events.ImagePushed) -> Release:
+        now = self.ports.clock()
+        if repository == self.config.repository and event.tag:
+            try:
+                return self.ledger.update_release(event.tag, lambda r: _image_arrived(r, event.digest, now))
+            except errors.NotFound:
+                pass  # a tag we did not build: another pipeline's image
+        release_id = release_id_for_digest(event.digest)
+        image = self.ports.registry.get_image(event.repository, event.digest)
+        labels = image.labels
+        release = Release(id=release_id, created=now, trigger="image pushed", repository=repository,
+                          tag=event.tag or "", status=Status.BUILT, digest=event.digest,
+                          commit=labels.get(REVISION_LABEL) or None,
+                          history=(Entry(now, "image pushed", "registry", f"{repository}:{event.tag or '-'}"),))
+        try:
+            self.ledger.create_release(release)
+        except errors.Exists:
+            return self.ledger.get_release(release_id)
+        self._supersede_older(release)
+        return release
+
+    def promotion_due(self) -> Outcome:
+        production = self.ledger.get_environment("production")
+        candidate = planning.promotion_candidate(self.ledger.list_releases(), production,
+                                                 self.current_release(production))
+        if candidate is None:
+            return Outcome("nothing to promote")
+        return Outcome(f"promoting {candidate.id}", [jobs.rollout("production", candidate.id, by="nightly")],
+                       candidate)
+
+    # -- repairs (reconcile) ----------------------------------------------------------------------------------
+    def _repair(self, release: Release) -> list[Job]:
+        if release.status is Status.BUILDING and release.build_id:
+            return self._check_build(release)
+        if release.status is Status.BUILT:
+            return [jobs.test(release.id)]  # its test job was lost, or is queued (running it twice is safe)
+        if release.status is Status.TESTING and planning.stuck(release, self.ports.clock(),
+                                                               after=self.config.stuck_after):
+            return [jobs.test(release.id)]
+        return []
+
+    def _check_build(self, release: Release) -> list[Job]:
+        build = self.ports.builder.get_build(release.build_id)
+        now = self.ports.clock()
+        if build.state is ports.BuildState.SUCCEEDED and build.digest:
+            self.ledger.update_release(release.id, lambda r: r.with_(
+                status=Status.BUILT, digest=build.digest, entry=Entry(now, "image found", "reconcile",
+                                                                      build.digest))
+                if r.status is Status.BUILDING else r)
+            return [jobs.test(release.id)]
+        if build.state in (ports.BuildState.FAILED, ports.BuildState.UNKNOWN):
+            reason = (f"build {build.build_id} failed: {build.error}" if build.state is ports.BuildState.FAILED
+                      else f"build {build.build_id} was lost (the builder has no record of it)")
+            if build.log_url:
+                reason += f" (log: {build.log_url})"
+            self.ledger.update_release(release.id, lambda r: r.with_(
+                status=Status.FAILED, reason=reason, entry=Entry(now, "build failed", "reconcile", reason))
+                if r.status is Status.BUILDING else r)
+            self.ports.notifier.notify(f"build of {release.id} failed", reason, failed=True)
+        return []
+
+    def _staging_behind(self) -> Job | None:
+        staging = self.ledger.get_environment("staging")
+        candidate = planning.staging_candidate(self.ledger.list_releases(), staging,
+                                               self.current_release(staging))
+        return jobs.rollout("staging", candidate.id, by="reconcile") if candidate else None
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def run(self, job: Job) -> str:
+        """Runs one job; returns a summary. Repeating a job does no harm."""
+        if job.kind == "test":
+            return self._test(job.release_id)
+        if job.kind == "rollout":
+            return self._rollout(job)
+        return self._rollback(job)
+
+    def _test(self, release_id: str) -> str:
+        now = self.ports.clock()
+        release = self.ledger.update_release(release_id, lambda r: r.with_(
+            status=Status.TESTING, entry=Entry(now, "smoke test started", "shipbot", r.ref or ""))
+            if r.status is Status.BUILT else r)
+        if release.status is not Status.TESTING or release.history[-1].what != "smoke test started":
+            return f"release {release_id} is {release.status.value}; no test"
+        verdict = self.ports.smoke.run(release.ref, self._expectation(release))
+        now = self.ports.clock()
+        detail = _steps(verdict)
+        if not verdict.passed:
+            self.ledger.update_release(release_id, lambda r: r.with_(
+                status=Status.FAILED, reason=f"smoke test failed: {verdict.reason}",
+                entry=Entry(now, "smoke test failed", "shipbot", f"{verdict.reason} {detail}".strip())))
+            self.ports.notifier.notify(f"{release_id} failed its smoke test", verdict.reason, failed=True)
+            return f"release {release_id} failed its smoke test: {verdict.reason}"
+        release = self.ledger.update_release(release_id, lambda r: r.with_(
+            status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)))
+        return self._rollout(jobs.rollout("staging", release_id, by="shipbot", reason="smoke test passed"))
+
+    def _rollout(self, job: Job) -> str:
+        environment = planning.check_environment(job.environment, ENVIRONMENTS)
+        with self.ledger.lease_environment(environment):
+            release = self.ledger.get_release(job.release_id)
+            env = self.ledger.get_environment(environment)
+            if not job.force:
+                why = planning.refusal(release, env, self.current_release(env), automatic=job.automatic,
+                                       tested_on="staging" if environment == "production" else None)
+                if why:
+                    self._record_refusal(release, environment, job, why)
+                    return f"not deployed to {environment}: {why}"
+            elif release.digest is None:
+                return f"not deployed to {environment}: release {release.id} has no image"
+            verdict = self.ports.deployer.deploy(environment, release.ref, self._expectation(release))
+            if verdict.passed:
+                self._record_deployed(release, env, job, verdict)
+                return f"{release.id} runs on {environment}"
+            self._record_failed_rollout(release, env, job, verdict)
+            return f"rollout of {release.id} to {environment} failed and was rolled back: {verdict.reason}"
+
+    def _rollback(self, job: Job) -> str:
+        environment = planning.check_environment(job.environment, ENVIRONMENTS)
+        with self.ledger.lease_environment(environment):
+            env = self.ledger.get_environment(environment)
+            if env.previous is None:
+                raise errors.Refused(f"{environment} has no previous release to roll back to")
+            back = self.ledger.get_release(env.previous.release_id)
+            verdict = self.ports.deployer.deploy(environment, env.previous.ref, self._expectation(back))
+            now = self.ports.clock()
+            if not verdict.passed:
+                self.ledger.update_environment(environment, lambda e: e.with_(entry=Entry(
+                    now, "rollback failed", job.by, f"to {back.id}: {verdict.reason}; {job.reason}")))
+                self.ports.notifier.notify(f"rollback of {environment} failed", verdict.reason, failed=True)
+                return f"rollback of {environment} to {back.id} failed: {verdict.reason}"
+            rolled = env.current
+            if rolled is not None:
+                self.ledger.update_release(rolled.release_id, lambda r: r.with_(
+                    rolled_back=True, entry=Entry(now, f"rolled back from {environment}", job.by, job.reason)))
+            self.ledger.update_environment(environment, lambda e: e.with_(
+                current=Deployment(back.id, env.previous.ref, now, job.by), previous=None,
+                entry=Entry(now, "rolled back", job.by,
+                            f"{rolled.release_id if rolled else '-'} -> {back.id}: {job.reason}")))
+            self.ports.notifier.notify(f"{environment} rolled back to {back.id}", f"by {job.by}: {job.reason}")
+            return f"{environment} rolled back to {back.id}"
+
+    def _record_deployed(self, release: Release, env: Environment, job: Job, verdict: ports.Verdict) -> None:
+        now = self.ports.clock()
+        how = "forced by " + job.by if job.force else f"by {job.by}"
+        detail = f"{how}; {job.reason}; {_steps(verdict)}".strip("; ")
+        self.ledger.update_environment(env.name, lambda e: e.with_(
+            current=Deployment(release.id, release.ref, now, job.by), previous=e.current,
+            entry=Entry(now, "deployed", job.by, f"{release.id}: {detail}")))
+        self.ledger.update_release(release.id, lambda r: r.with_(
+            deployed=r.deployed + ((env.name,) if env.name not in r.deployed else ()),
+            entry=Entry(now, f"deployed to {env.name}", job.by, detail)))
+        self.ports.notifier.notify(f"{release.id} is live on {env.name}", f"{release.ref} ({how})")
+
+    def _record_failed_rollout(self, release: Release, env: Environment, job: Job, verdict: ports.Verdict) -> None:
+        now = self.ports.clock()
+        restored = "nothing ran before"
+        if env.current is not None:  # the deployer restores what it can; make sure, and say so
+            if self.ports.deployer.get_running(env.name) != env.current.ref:
+                back = self.ledger.get_release(env.current.release_id)
+                self.ports.deployer.deploy(env.name, env.current.ref, self._expectation(back))
+            restored = f"{env.name} runs {env.current.release_id} again"
+        reason = f"rollout to {env.name} failed verification: {verdict.reason}"
+        self.ledger.update_release(release.id, lambda r: r.with_(
+            status=Status.FAILED if job.automatic else r.status, reason=reason, rolled_back=True,
+            entry=Entry(now, f"rollout to {env.name} failed", job.by, f"{verdict.reason}; {restored}")))
+        self.ledger.update_environment(env.name, lambda e: e.with_(entry=Entry(
+            now, "rolled back automatically", "shipbot", f"{release.id} failed verification; {restored}")))
+        self.ports.notifier.notify(f"rollout of {release.id} to {env.name} failed", f"{reason}; {restored}",
+                                   failed=True)
+
+    def _record_refusal(self, release: Release, environment: str, job: Job, why: str) -> None:
+        if job.automatic:
+            log.info("not deploying %s to %s: %s", release.id, environment, why)
+            return
+        now = self.ports.clock()
+        self.ledger.update_release(release.id, lambda r: r.with_(
+            entry=Entry(now, f"deploy to {environment} refused", job.by, why)))
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def current_release(self, env: Environment) -> Release | None:
+        if env.current is None:
+            return None
+        try:
+            return self.ledger.get_release(env.current.release_id)
+        except errors.NotFound:
+            return None
+
+    def _expectation(self, release: Release) -> ports.Expectation:
+        if release.id.startswith("i-"):  # a foreign image reports its own release id, if any
+            image = self.ports.registry.get_image(release.repository.split("/", 1)[1], release.digest)
+            return ports.Expectation(image.labels.get(RELEASE_LABEL, ""),
+                                     model_sha256=image.labels.get(MODEL_SHA_LABEL) or None, commit=release.commit)
+        return ports.Expectation(release.id, model_sha256=release.model.sha256 if release.model else None,
+                                 commit=release.commit)
+
+
+def _image_arrived(release: Release, digest: str, now) -> Release:
+    """Our build's image is in the registry: record its digest once (tags of releases are immutable). A build
+    that reconcile thought failed or lost did push after all, so it goes on to its smoke test."""
+    if release.digest is not None:
+        return release
+    status = Status.BUILT if release.status in (Status.BUILDING, Status.FAILED) else release.status
+    return release.with_(digest=digest, status=status, reason="" if status is Status.BUILT else release.reason,
+                         entry=Entry(now, "image pushed", "registry", digest))
+
+
+def _steps(verdict: ports.Verdict) -> str:
+    if not verdict.steps:
+        return f"{verdict.seconds:.1f} s" if verdict.seconds else ""
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in verdict.steps)
+

@@ -1,0 +1,101 @@
+"""What an operator can ask for by HTTP or with the CLI: build, deploy, promote, roll back, hold, inspect.
+
+Each request is checked here, at once, so that the API can answer 404/409 with a reason; the long part
+(rollout, rollback) becomes a job, and the API answers 202 with the release id. A person may force a deploy
+past the automatic rules (no downgrade, held, rolled back, not verified on staging); the ledger records who
+forced it and why.
+
+Raises shared.errors. No I/O of its own: everything goes through the engine's ports.
+"""
+
+from __future__ import annotations
+
+from shared import errors, jobs, planning
+from shared.engine import Engine
+from shared.jobs import Job
+from shared.releases import ENVIRONMENTS, Entry, Environment, Release, Status
+
+
+def build(engine: Engine, *, commit: str | None, model: str | None, by: str) -> tuple[Release, bool]:
+    """The release of `commit` (default: the release branch's head) and `model` ("name/version"; default:
+    the current model). Returns (release, created). A release whose build failed is built again."""
+    ports = engine.ports
+    sha = ports.source.get_commit(commit).sha if commit else ports.source.get_head(engine.config.release_branch).sha
+    if model:
+        name, _, version = model.partition("/")
+        if not name or not version:
+            raise errors.InvalidEvent(f"model must be name/version, not {model!r}")
+        chosen = ports.models.get_model(name, version)
+    else:
+        chosen = planning.current_model(ports.models.list_models(), engine.config.model_name)
+        if chosen is None:
+            raise errors.NotFound("no complete model in the models container yet; upload one first")
+    release, created = engine.create_release(sha, chosen, trigger=f"manual build by {by}", by=by)
+    if not created and release.status is Status.FAILED and release.digest is None:
+        return engine.start_build(release, by=by, retry=True), True
+    return release, created
+
+
+def deploy(engine: Engine, environment: str, *, release_id: str | None = None, digest: str | None = None,
+           by: str, reason: str = "", force: bool = False) -> Job:
+    planning.check_environment(environment, ENVIRONMENTS)
+    release = _find(engine, release_id, digest)
+    _check(engine, release, environment, force=force)
+    return jobs.rollout(environment, release.id, by=by, reason=reason, force=force, automatic=False)
+
+
+def promote(engine: Engine, *, release_id: str | None = None, by: str, reason: str = "",
+            force: bool = False) -> Job:
+    if release_id is None:
+        production = engine.ledger.get_environment("production")
+        candidate = planning.promotion_candidate(engine.ledger.list_releases(), production,
+                                                 engine.current_release(production))
+        if candidate is None:
+            raise errors.Refused("nothing to promote: no release verified on staging is newer than production's")
+        release_id = candidate.id
+    release = _find(engine, release_id, None)
+    _check(engine, release, "production", force=force)
+    return jobs.rollout("production", release.id, by=by, reason=reason or "promoted", force=force, automatic=False)
+
+
+def rollback(engine: Engine, environment: str, *, by: str, reason: str) -> Job:
+    env = engine.ledger.get_environment(planning.check_environment(environment, ENVIRONMENTS))
+    if env.previous is None:
+        raise errors.Refused(f"{environment} has no previous release to roll back to")
+    return jobs.rollback(environment, by=by, reason=reason)
+
+
+def hold(engine: Engine, release_id: str, *, by: str, reason: str, held: bool = True) -> Release:
+    now = engine.ports.clock()
+    what = "held" if held else "unheld"
+    return engine.ledger.update_release(release_id, lambda r: r.with_(
+        held=held, entry=Entry(now, what, by, reason)) if r.held != held else r)
+
+
+def environments(engine: Engine) -> list[tuple[Environment, str | None, str]]:
+    """Each environment as the ledger has it, with the ref its target really runs and its URL."""
+    return [(engine.ledger.get_environment(name), engine.ports.deployer.get_running(name),
+             engine.ports.deployer.url(name)) for name in ENVIRONMENTS]
+
+
+def _find(engine: Engine, release_id: str | None, digest: str | None) -> Release:
+    if release_id:
+        return engine.ledger.get_release(release_id)
+    if digest:
+        for release in engine.ledger.list_releases():
+            if release.digest == digest:
+                return release
+        raise errors.NotFound(f"no release has the image {digest}; push it to an allowed repository first")
+    raise errors.InvalidEvent("give a release_id or a digest")
+
+
+def _check(engine: Engine, release: Release, environment: str, *, force: bool) -> None:
+    if release.digest is None:
+        raise errors.Refused(f"release {release.id} has no image yet ({release.status.value})")
+    if force:
+        return
+    env = engine.ledger.get_environment(environment)
+    why = planning.refusal(release, env, engine.current_release(env), automatic=False,
+                           tested_on="staging" if environment == "production" else None)
+    if why:
+        raise errors.Refused(f"{why}; use force to deploy anyway (the ledger records who and why)")

@@ -1,0 +1,288 @@
+"""The engine over the in-memory fakes: the rules of ARCHITECTURE, one test each."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from shared import errors, events, jobs, operations
+from shared.adapters import memory
+from shared.engine import Config, Engine
+from shared.ports import Ports
+from shared.releases import Status
+
+REPO = "registry.test/shipbot/app"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class World:
+    """The engine, its fakes, and a little driver that plays the build service and the queue."""
+
+    def __init__(self) -> None:
+        self.clock = memory.ManualClock(T0)
+        self.ledger, self.models, self.source = memory.MemoryLedger(lease_wait_seconds=10), memory.MemoryModels(), memory.MemorySource()
+        self.builder, self.registry = memory.MemoryBuilder(), memory.MemoryRegistry()
+        self.smoke, self.deployer, self.notifier = memory.MemorySmokeRunner(), memory.MemoryDeployer(), memory.MemoryNotifier()
+        self.engine = Engine(Ports(self.ledger, self.source, self.models, self.builder, self.registry, self.smoke,
+                                   self.deployer, self.notifier, self.clock),
+                             Config(repository=REPO, allowed_repositories=frozenset({REPO, "registry.test/other"})))
+        self.source.commit("c1" * 20, at=T0)
+        self._events = 0
+
+    def upload(self, version: str, payload: bytes = b"") -> events.ModelUploaded:
+        self.models.put("diabetes", version, {"model.joblib": payload or version.encode()}, uploaded=self.clock())
+        return self.event_model(version)
+
+    def event_model(self, version: str) -> events.ModelUploaded:
+        self._events += 1
+        return events.ModelUploaded(f"e{self._events}", "diabetes", version, f"diabetes/{version}/model.joblib",
+                                    "http://x/models/diabetes", 10, '"0x1"', "0" * 16, T0)
+
+    def image_event(self, repository: str, tag: str | None, digest: str, event_id: str | None = None) -> events.ImagePushed:
+        self._events += 1
+        return events.ImagePushed(event_id or f"e{self._events}", "registry.test", repository, tag, digest,
+                                  "application/vnd.oci.image.manifest.v1+json", T0)
+
+    def deliver(self, event) -> list[jobs.Job]:
+        return self.engine.handle(event).jobs
+
+    def run(self, todo: list[jobs.Job]) -> list[str]:
+        return [self.engine.run(job) for job in todo]
+
+    def finish_builds(self) -> list[jobs.Job]:
+        """Every running build succeeds and its push event is delivered; returns the jobs that follow."""
+        out = []
+        for build_id, build in list(self.builder.builds.items()):
+            if build.state == "running":
+                digest = self.builder.succeed(build_id, self.registry)
+                request = self.builder.requests[build_id]
+                out += self.deliver(self.image_event("shipbot/app", request.tag, digest))
+        return out
+
+    def ship(self, version: str) -> str:
+        """Upload -> build -> push -> smoke -> staging; returns the release id."""
+        self.deliver(self.upload(version))
+        self.run(self.finish_builds())
+        return self.ledger.list_releases()[0].id
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_model_upload_builds_the_head_commit_with_that_model(world):
+    world.deliver(world.upload("1"))
+    [request] = world.builder.requests.values()
+    release = world.ledger.get_release(request.release_id)
+    assert (release.commit, release.model.version, release.status) == ("c1" * 20, "1", Status.BUILDING)
+    assert request.tag == release.id and request.repository == REPO
+
+
+def test_upload_to_staging_end_to_end(world):
+    release_id = world.ship("1")
+    release = world.ledger.get_release(release_id)
+    assert release.status is Status.GREEN and release.deployed == ("staging",)
+    assert world.deployer.running["staging"] == release.ref
+    assert world.ledger.get_environment("staging").current.release_id == release_id
+
+
+def test_duplicate_event_builds_once_and_deploys_once(world):
+    event = world.upload("1")
+    world.deliver(event)
+    assert world.engine.handle(event).jobs == [] and len(world.builder.requests) == 1
+    build_id = next(iter(world.builder.requests))
+    digest = world.builder.succeed(build_id, world.registry)
+    pushed = world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest)
+    first, again = world.deliver(pushed), world.deliver(pushed)
+    assert again == [] and len(first) == 1
+    world.run(first + first)  # a job delivered twice by the queue
+    assert len(world.deployer.rollouts) == 1 and len(world.smoke.runs) == 1
+
+
+def test_same_content_under_a_new_event_id_builds_once(world):
+    world.deliver(world.upload("1"))
+    world.deliver(world.event_model("1"))
+    assert len(world.builder.requests) == 1
+
+
+def test_late_event_of_an_older_model_changes_nothing(world):
+    world.ship("1")
+    world.ship("2")
+    writes = world.ledger.writes
+    assert world.deliver(world.event_model("1")) == []
+    assert len(world.builder.requests) == 2 and world.ledger.writes == writes
+
+
+def test_commit_push_builds_that_commit_with_the_current_model(world):
+    world.ship("1")
+    world.source.commit("c2" * 20, at=T0)
+    world.deliver(events.CommitPushed("gh1", "github", "app", "main", "c2" * 20, "http://g", "dev", T0))
+    assert world.ledger.list_releases()[0].commit == "c2" * 20
+
+
+def test_newer_release_supersedes_an_older_one_in_flight(world):
+    world.deliver(world.upload("1"))
+    world.deliver(world.upload("2"))
+    old, new = sorted(world.ledger.list_releases(), key=lambda r: r.created)
+    assert world.ledger.get_release(old.id).status is Status.SUPERSEDED
+    world.run(world.finish_builds())
+    assert world.deployer.running["staging"] == world.ledger.get_release(new.id).ref
+    assert len(world.smoke.runs) == 1  # the superseded image was never tested
+
+
+def test_failed_smoke_test_is_not_deployed_and_the_ledger_says_why(world):
+    world.deliver(world.upload("1"))
+    build_id = next(iter(world.builder.requests))
+    digest = world.builder.succeed(build_id, world.registry)
+    world.smoke.failures[f"{REPO}@{digest}"] = "/version reports release r-x, expected r-y"
+    world.run(world.deliver(world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest)))
+    release = world.ledger.list_releases()[0]
+    assert release.status is Status.FAILED and "r-x" in release.reason
+    assert "staging" not in world.deployer.running
+
+
+def test_rollout_that_fails_verification_rolls_back(world):
+    good = world.ship("1")
+    world.deliver(world.upload("2"))
+    build_id = [b for b, s in world.builder.builds.items() if s.state == "running"][0]
+    digest = world.builder.succeed(build_id, world.registry)
+    world.deployer.broken[f"{REPO}@{digest}"] = "/version answered 500"
+    world.run(world.deliver(world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest)))
+    bad = world.ledger.get_release(world.builder.requests[build_id].release_id)
+    assert bad.status is Status.FAILED and bad.rolled_back and "500" in bad.reason
+    assert world.ledger.get_environment("staging").current.release_id == good
+    assert world.deployer.running["staging"] == world.ledger.get_release(good).ref
+
+
+def test_foreign_image_push_is_tested_and_deployed(world):
+    digest = "sha256:" + "ab" * 32
+    world.registry.push("other", "v9", digest, labels={"org.opencontainers.image.revision": "f00d"})
+    world.run(world.deliver(world.image_event("other", "v9", digest)))
+    release = world.ledger.list_releases()[0]
+    assert release.id.startswith("i-") and release.commit == "f00d" and release.status is Status.GREEN
+    assert world.deployer.running["staging"] == f"registry.test/other@{digest}"
+
+
+def test_image_outside_the_allow_list_is_ignored(world):
+    outcome = world.engine.handle(world.image_event("elsewhere", "v1", "sha256:" + "cd" * 32))
+    assert "allow-list" in outcome.summary and world.ledger.writes == 0
+
+
+def test_nightly_promotes_the_newest_green_staging_release(world):
+    world.ship("1")
+    second = world.ship("2")
+    world.run(world.deliver(events.PromotionDue(T0)))
+    assert world.ledger.get_environment("production").current.release_id == second
+    assert world.deliver(events.PromotionDue(T0)) == []  # nothing newer: nothing to do
+
+
+@pytest.mark.parametrize("flag", ["held", "rolled_back"])
+def test_held_and_rolled_back_releases_are_not_promoted(world, flag):
+    first = world.ship("1")
+    second = world.ship("2")
+    world.ledger.update_release(second, lambda r: r.with_(**{flag: True}))
+    world.run(world.deliver(events.PromotionDue(T0)))
+    assert world.ledger.get_environment("production").current.release_id == first
+
+
+def test_no_automatic_downgrade_of_staging(world):
+    world.ship("1")
+    world.deliver(world.upload("2"))
+    new_build = [b for b, s in world.builder.builds.items() if s.state == "running"][0]
+    world.run(world.finish_builds())
+    current = world.ledger.get_environment("staging").current.release_id
+    assert current == world.builder.requests[new_build].release_id
+    old = world.ledger.list_releases()[1]
+    assert "no downgrade" in world.engine.run(jobs.rollout("staging", old.id))
+
+
+def test_manual_deploy_of_an_older_release_needs_force_and_is_recorded(world):
+    first = world.ship("1")
+    world.ship("2")
+    with pytest.raises(errors.Refused, match="no downgrade"):
+        operations.deploy(world.engine, "staging", release_id=first, by="ana", reason="bad model")
+    world.run([operations.deploy(world.engine, "staging", release_id=first, by="ana", reason="bad model", force=True)])
+    env = world.ledger.get_environment("staging")
+    assert env.current.release_id == first and "forced by ana" in env.history[-1].detail
+    assert world.deliver(events.ReconcileDue(T0)) == []  # reconcile does not fight the operator
+
+
+def test_rollback_goes_to_the_previous_release_and_marks_the_current(world):
+    first = world.ship("1")
+    second = world.ship("2")
+    world.run([operations.rollback(world.engine, "staging", by="ana", reason="latency")])
+    assert world.ledger.get_environment("staging").current.release_id == first
+    assert world.ledger.get_release(second).rolled_back
+    with pytest.raises(errors.Refused):
+        operations.rollback(world.engine, "staging", by="ana", reason="again")
+
+
+def test_two_rollouts_at_once_run_one_at_a_time(world):
+    first = world.ship("1")
+    second = world.ship("2")
+    world.run([jobs.rollout("production", first, by="x", force=True, automatic=False)])
+    entered = threading.Event()
+    world.deployer.during_rollout = lambda: entered.set() or threading.Event().wait(0.05)
+    todo = [jobs.rollout("production", second, by="a", force=True, automatic=False),
+            jobs.rollout("production", first, by="b", force=True, automatic=False)]
+    threads = [threading.Thread(target=world.engine.run, args=(job,)) for job in todo]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert world.deployer.max_concurrent == 1
+    env = world.ledger.get_environment("production")
+    assert [e.what for e in env.history].count("deployed") == 3
+    assert world.deployer.running["production"] == world.ledger.get_release(env.current.release_id).ref
+
+
+def test_lost_image_event_is_repaired_by_reconcile(world):
+    world.deliver(world.upload("1"))
+    build_id = next(iter(world.builder.requests))
+    world.builder.succeed(build_id, world.registry)  # pushed, but the event never arrives
+    world.run(world.deliver(events.ReconcileDue(T0)))
+    assert world.ledger.list_releases()[0].status is Status.GREEN and "staging" in world.deployer.running
+
+
+def test_lost_upload_event_is_repaired_by_reconcile(world):
+    world.models.put("diabetes", "1", {"model.joblib": b"m"}, uploaded=T0)
+    world.deliver(events.ReconcileDue(T0))
+    assert len(world.builder.requests) == 1
+
+
+def test_failed_build_is_recorded_and_retried_by_reconcile_up_to_the_limit(world):
+    world.deliver(world.upload("1"))
+    for attempt in range(1, 4):
+        build_id = [b for b, s in world.builder.builds.items() if s.state == "running"][0]
+        world.builder.fail(build_id, "pip could not resolve numpy")
+        world.deliver(events.ReconcileDue(T0))
+    release = world.ledger.list_releases()[0]
+    assert release.status is Status.FAILED and "numpy" in release.reason and release.build_attempts == 3
+    assert world.notifier.messages[-1][2] is True
+
+
+def test_handler_failure_lets_the_redelivery_try_again(world):
+    event = world.upload("1")
+    world.source._heads.clear()  # the source is unreachable: get_head raises
+    with pytest.raises(errors.NotFound):
+        world.deliver(event)
+    world.source.commit("c3" * 20, at=T0)
+    world.deliver(event)
+    assert len(world.builder.requests) == 1
+
+
+def test_manual_build_returns_the_existing_release(world):
+    release_id = world.ship("1")
+    release, created = operations.build(world.engine, commit=None, model=None, by="ana")
+    assert (release.id, created) == (release_id, False)
+    with pytest.raises(errors.NotFound):
+        operations.build(world.engine, commit=None, model="diabetes/9", by="ana")
+
+
+def test_hold_is_recorded_with_who_and_why(world):
+    release_id = world.ship("1")
+    release = operations.hold(world.engine, release_id, by="ana", reason="audit")
+    assert release.held and release.history[-1].by == "ana" and release.history[-1].detail == "audit"
