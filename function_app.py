@@ -1,10 +1,11 @@
-"""The one FunctionApp of ShipBot. It creates the app and registers the blueprints of functions/, nothing
-else: importing it has no side effects (clients are built lazily, on first use).
-
-The triggers (model uploaded, image pushed, git webhook, timers, the manual API) arrive with the release
-engine; see ../shared/ARCHITECTURE.md and the README.
+"""The one FunctionApp of ShipBot: it creates the app and registers the blueprints of functions/, nothing else.
+Importing it has no side effects: the engine and its clients are built on first use (functions/common.py).
 """
 
 import azure.functions as func
 
+from functions import api, git_webhook, image_pushed, model_uploaded, timers, work
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (model_uploaded, image_pushed, git_webhook, timers, work, api):
+    app.register_functions(blueprint.bp)

@@ -1,0 +1,96 @@
+"""The manual API, function-key auth (x-functions-key or ?code=): build, inspect, deploy, promote, roll back,
+hold. Answers JSON; long work (a build, a rollout) answers 202 with the release id and runs elsewhere (the
+build service, the work queue). The `shipbot` CLI is a client of exactly this surface (docs/api.md).
+"""
+
+import dataclasses
+
+import azure.functions as func
+
+from functions import common
+from shared import operations
+
+bp = func.Blueprint()
+
+
+@bp.function_name("releases")
+@bp.route(route="releases", methods=["GET", "POST"])
+@common.http_errors
+def releases(req: func.HttpRequest) -> func.HttpResponse:
+    engine = common.engine()
+    if req.method == "GET":
+        limit = req.params.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            return common.error(400, "bad_request", "limit must be a whole number from 1 to 1000")
+        return common.answer(200, {"releases": [r.to_json() for r in engine.ledger.list_releases()[:int(limit)]]})
+    doc = common.json_body(req)
+    release, created = operations.build(engine, commit=common.field(doc, "commit"),
+                                        model=common.field(doc, "model"), by=common.actor(req))
+    return common.answer(202 if created else 200, {"release": release.to_json()})
+
+
+@bp.function_name("release")
+@bp.route(route="releases/{release_id}", methods=["GET"])
+@common.http_errors
+def release(req: func.HttpRequest) -> func.HttpResponse:
+    return common.answer(200, common.engine().ledger.get_release(req.route_params["release_id"]).to_json())
+
+
+@bp.function_name("hold")
+@bp.route(route="releases/{release_id}/hold", methods=["POST", "DELETE"])
+@common.http_errors
+def hold(req: func.HttpRequest) -> func.HttpResponse:
+    doc = common.json_body(req)
+    held = operations.hold(common.engine(), req.route_params["release_id"], by=common.actor(req),
+                           reason=common.field(doc, "reason", default=""), held=req.method == "POST")
+    return common.answer(200, held.to_json())
+
+
+@bp.function_name("environments")
+@bp.route(route="environments", methods=["GET"])
+@common.http_errors
+def environments(req: func.HttpRequest) -> func.HttpResponse:
+    return common.answer(200, {"environments": [
+        {**env.to_json(), "url": url, "running": running} for env, running, url in
+        operations.environments(common.engine())]})
+
+
+@bp.function_name("deploy")
+@bp.route(route="environments/{environment}/deploy", methods=["POST"])
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+@common.http_errors
+def deploy(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+    doc = common.json_body(req, optional=False)
+    job = operations.deploy(common.engine(), req.route_params["environment"],
+                            release_id=common.field(doc, "release_id"), digest=common.field(doc, "digest"),
+                            by=common.actor(req), reason=common.field(doc, "reason", default=""),
+                            force=common.field(doc, "force", bool, default=False))
+    return _queued(jobs, job)
+
+
+@bp.function_name("promote")
+@bp.route(route="environments/production/promote", methods=["POST"])
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+@common.http_errors
+def promote(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+    doc = common.json_body(req)
+    job = operations.promote(common.engine(), release_id=common.field(doc, "release_id"), by=common.actor(req),
+                             reason=common.field(doc, "reason", default=""),
+                             force=common.field(doc, "force", bool, default=False))
+    return _queued(jobs, job)
+
+
+@bp.function_name("rollback")
+@bp.route(route="environments/{environment}/rollback", methods=["POST"])
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+@common.http_errors
+def rollback(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+    doc = common.json_body(req)
+    job = operations.rollback(common.engine(), req.route_params["environment"], by=common.actor(req),
+                              reason=common.field(doc, "reason", default=""))
+    return _queued(jobs, job)
+
+
+def _queued(jobs: func.Out[list[str]], job) -> func.HttpResponse:
+    jobs.set([job.to_message()])
+    return common.answer(202, {"job": dataclasses.asdict(job), "release_id": job.release_id or None})

@@ -1,0 +1,126 @@
+"""What every trigger shares: the engine (built once, lazily, from settings), JSON answers, error mapping.
+
+Only functions/ decides between answering and re-raising. For HTTP: InvalidEvent -> 400 (401 when
+unauthenticated, 413 when too large), NotFound -> 404, Exists/Refused/PermanentError -> 409, TransientError ->
+503, anything else -> 500 with a generic message (the details go to the log, never to the caller). For Event
+Grid and the queue, a TransientError re-raises so that the delivery is retried; an InvalidEvent is logged
+and acknowledged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import Any
+
+import azure.functions as func
+
+from shared import errors, events, wiring
+from shared.engine import Engine, Outcome
+from shared.settings import Settings
+
+log = logging.getLogger("shipbot.functions")
+
+MAX_API_BODY = 64 * 1024
+JOBS_QUEUE = "shipbot-jobs"  # fixed: the Bicep, the host and the bindings must agree
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+@functools.cache
+def engine() -> Engine:
+    return wiring.engine(settings())
+
+
+def enqueue(out: func.Out[list[str]], outcome: Outcome) -> None:
+    if outcome.jobs:
+        out.set([job.to_message() for job in outcome.jobs])
+
+
+def event_grid_envelope(event: func.EventGridEvent) -> dict[str, Any]:
+    """The envelope as Event Grid sent it, rebuilt from the binding's fields for shared.events."""
+    return {"id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
+            "eventTime": event.event_time.isoformat() if event.event_time else None,
+            "dataVersion": event.data_version, "data": event.get_json()}
+
+
+def handle_event(parse, event: func.EventGridEvent, jobs_out: func.Out[list[str]]) -> None:
+    """Parse, hand to the engine, enqueue its jobs. Bad payloads are logged and acknowledged; a transient
+    failure raises so that Event Grid redelivers."""
+    try:
+        domain_event = parse(event_grid_envelope(event))
+    except errors.InvalidEvent as e:
+        log.warning("event %s dropped: %s", event.id, e)
+        return
+    outcome = engine().handle(domain_event)
+    log.info("event %s: %s", event.id, outcome.summary)
+    enqueue(jobs_out, outcome)
+
+
+def answer(status: int, doc: Any) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(doc, separators=(",", ":")), status_code=status,
+                             mimetype="application/json")
+
+
+def error(status: int, code: str, message: str) -> func.HttpResponse:
+    return answer(status, {"error": {"code": code, "message": message}})
+
+
+def http_errors(handler):
+    """Maps shared.errors raised by an HTTP handler to JSON answers."""
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest, *args, **kwargs) -> func.HttpResponse:
+        try:
+            return handler(req, *args, **kwargs)
+        except events.Unauthenticated as e:
+            return error(401, "unauthenticated", str(e))
+        except events.TooLarge as e:
+            return error(413, "too_large", str(e))
+        except errors.InvalidEvent as e:
+            return error(400, "bad_request", str(e))
+        except errors.NotFound as e:
+            return error(404, "not_found", str(e))
+        except (errors.Exists, errors.PermanentError) as e:
+            return error(409, "refused", str(e))
+        except errors.TransientError as e:
+            log.warning("transient failure: %s", e)
+            return error(503, "unavailable", f"try again: {e}")
+        except Exception:
+            log.exception("unexpected failure in %s", handler.__name__)
+            return error(500, "internal", "internal error; the host log has the details")
+    return wrapper
+
+
+def json_body(req: func.HttpRequest, *, optional: bool = True) -> dict[str, Any]:
+    body = req.get_body() or b""
+    if len(body) > MAX_API_BODY:
+        raise events.TooLarge(f"body is too large: {len(body)} bytes, the limit is {MAX_API_BODY}")
+    if not body.strip():
+        if optional:
+            return {}
+        raise errors.InvalidEvent("the body must be a JSON object")
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise errors.InvalidEvent(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(doc, dict):
+        raise errors.InvalidEvent("the body must be a JSON object")
+    return doc
+
+
+def field(doc: dict[str, Any], name: str, kind: type = str, *, default: Any = None) -> Any:
+    value = doc.get(name, default)
+    if value is not None and not isinstance(value, kind):
+        raise errors.InvalidEvent(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def actor(req: func.HttpRequest) -> str:
+    """Who asked: the CLI sends x-shipbot-actor; the key itself is never recorded."""
+    name = (req.headers.get("x-shipbot-actor") or "api").strip()
+    return "".join(c for c in name if c.isprintable())[:100] or "api"

@@ -1,0 +1,33 @@
+"""Timers: the nightly promotion (SHIPBOT_PROMOTION_SCHEDULE, default 02:00 UTC) and the reconcile that
+repairs whatever a lost or failed event left undone (SHIPBOT_RECONCILE_SCHEDULE, default every 5 minutes).
+Both are NCRONTAB expressions: {second} {minute} {hour} {day} {month} {day-of-week}.
+"""
+
+import logging
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from functions import common
+from shared import events
+
+bp = func.Blueprint()
+log = logging.getLogger("shipbot.functions")
+
+
+@bp.function_name("nightly_promotion")
+@bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_PROMOTION_SCHEDULE%", use_monitor=True)
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+def nightly_promotion(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+    outcome = common.engine().handle(events.PromotionDue(datetime.now(UTC)))
+    log.info("nightly promotion: %s", outcome.summary)
+    common.enqueue(jobs, outcome)
+
+
+@bp.function_name("reconcile")
+@bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_RECONCILE_SCHEDULE%", use_monitor=False)
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+def reconcile(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+    outcome = common.engine().handle(events.ReconcileDue(datetime.now(UTC)))
+    log.info("reconcile: %s (%d jobs)", outcome.summary, len(outcome.jobs))
+    common.enqueue(jobs, outcome)

@@ -1,0 +1,31 @@
+"""The work queue: smoke tests, rollouts and rollbacks, one message each.
+
+A job is safe to run twice. A transient failure (an engine that does not answer, a busy lease) raises, so the
+queue makes the message visible again; after host.json's maxDequeueCount it lands in `shipbot-jobs-poison`,
+where reconcile's view of the ledger still finds the release it concerns. A message that is not a job is
+logged and dropped.
+"""
+
+import logging
+
+import azure.functions as func
+
+from functions import common
+from shared import errors, jobs
+
+bp = func.Blueprint()
+log = logging.getLogger("shipbot.functions")
+
+
+@bp.function_name("run_job")
+@bp.queue_trigger(arg_name="message", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+def run_job(message: func.QueueMessage) -> None:
+    try:
+        job = jobs.Job.from_message(message.get_body())
+    except errors.InvalidEvent as e:
+        log.warning("queue message %s dropped: %s", message.id, e)
+        return
+    try:
+        log.info("job %s: %s", job.kind, common.engine().run(job))
+    except (errors.Refused, errors.NotFound) as e:
+        log.warning("job %s for %s not done: %s", job.kind, job.release_id or job.environment, e)
