@@ -2,13 +2,15 @@
 # The local stack's daemons, on a fresh Debian machine as root. Every step returns at once when its part
 # already answers, so `up` is cheap to call before every demo and test run.
 #
-#   scripts/local-stack.sh up          packages + docker + registry + base-image
+#   scripts/local-stack.sh up          packages + docker + registry + azurite + base-image
 #   scripts/local-stack.sh packages    Debian packages the stack needs (docker.io, docker-registry, ...)
 #   scripts/local-stack.sh docker      a Docker engine on /var/run/docker.sock
 #   scripts/local-stack.sh registry    the distribution registry on 127.0.0.1:5000, deletes enabled
-#   scripts/local-stack.sh down        stop the registry and the engine that this script started
+#   scripts/local-stack.sh azurite     Azure Storage's emulator: blob 127.0.0.1:10000, queue :10001, table :10002
+#   scripts/local-stack.sh down        stop Azurite, the registry and the engine that this script started
 #
-# Environment: SHIPBOT_STATE (default /var/lib/shipbot) holds the registry's storage, configs and logs;
+# Environment: SHIPBOT_STATE (default /var/lib/shipbot) holds the registry's storage, Azurite's npm prefix
+# (node/) and data (azurite/), configs and logs;
 # SHIPBOT_REGISTRY_ADDR (default 127.0.0.1:5000); SHIPBOT_REGISTRY_NOTIFY_URL, when set, receives the
 # registry's push notifications (the event bridge's ImagePushed source).
 set -euo pipefail
@@ -16,6 +18,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 state=${SHIPBOT_STATE:-/var/lib/shipbot}
 registry_addr=${SHIPBOT_REGISTRY_ADDR:-127.0.0.1:5000}
 notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL:-}
+azurite_version=3.37.0
+# Azurite's blob endpoint for its well-known development account.
+azurite_blob=http://127.0.0.1:10000/devstoreaccount1
 log() { printf '[local-stack] %s\n' "$*" >&2; }
 
 # Poll until "$@" succeeds, for at most $1 seconds: start-up has no event to wait on but the answer itself.
@@ -96,6 +101,36 @@ registry() {
   wait_for 20 curl -sf "http://$registry_addr/v2/" || { tail -20 "$state/log/registry.log" >&2; exit 1; }
 }
 
+# Azurite from npm into a prefix of our own (not global), so its version is ours and nothing else moves.
+azurite_install() {
+  local prefix=$state/node
+  [[ -x $prefix/bin/azurite ]] && grep -qx "$azurite_version" "$prefix/.azurite-version" 2>/dev/null && return 0
+  if ! command -v npm >/dev/null; then
+    log "installing nodejs and npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  log "installing azurite@$azurite_version into $prefix"
+  mkdir -p "$prefix"
+  npm install --global --prefix "$prefix" --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >&2
+  echo "$azurite_version" >"$prefix/.azurite-version"
+}
+
+# Any HTTP answer from the blob endpoint (Azurite replies 400/403 to a bare GET) means it is up.
+azurite_answers() { curl -s -o /dev/null -m 2 "$azurite_blob?comp=list"; }
+
+azurite() {
+  azurite_answers && return 0
+  azurite_install
+  mkdir -p "$state/azurite" "$state/log"
+  log "starting azurite on 127.0.0.1:10000-10002"
+  # --skipApiVersionCheck: the Python SDK may speak a newer storage API version than this Azurite knows.
+  setsid "$state/node/bin/azurite" --skipApiVersionCheck --location "$state/azurite" \
+    --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 >>"$state/log/azurite.log" 2>&1 </dev/null &
+  echo $! >"$state/azurite.pid"
+  wait_for 60 azurite_answers || { tail -20 "$state/log/azurite.log" >&2; log "azurite did not come up"; exit 1; }
+}
+
 stop_pid() {
   [[ -f $1 ]] || return 0
   local pid; pid=$(cat "$1")
@@ -108,7 +143,8 @@ case ${1:-up} in
   docker) docker_engine ;;
   registry) registry ;;
   base-image) "$here/base-image.sh" ;;
-  up) packages; docker_engine; registry; "$here/base-image.sh" ;;
-  down) stop_pid "$state/registry.pid"; stop_pid "$state/dockerd.pid" ;;
-  *) echo "usage: $0 [up|packages|docker|registry|base-image|down]" >&2; exit 2 ;;
+  azurite) azurite ;;
+  up) packages; docker_engine; registry; azurite; "$here/base-image.sh" ;;
+  down) stop_pid "$state/azurite.pid"; stop_pid "$state/registry.pid"; stop_pid "$state/dockerd.pid" ;;
+  *) echo "usage: $0 [up|packages|docker|registry|azurite|base-image|down]" >&2; exit 2 ;;
 esac
