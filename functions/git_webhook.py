@@ -23,6 +23,10 @@ log = logging.getLogger("shipbot.functions")
 def git_webhook(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
     settings, provider = common.settings(), req.route_params.get("provider")
     headers, body = {k.lower(): v for k, v in req.headers.items()}, req.get_body()
+    secret = {"github": settings.github_secret, "azure-devops": settings.azure_devops_secret}.get(provider)
+    if secret == "":
+        return common.error(401, "unauthenticated", f"no {provider} webhook secret is configured, so every "
+                            "delivery is refused (set SHIPBOT_GITHUB_SECRET or SHIPBOT_AZURE_DEVOPS_SECRET)")
     if provider == "github":
         event = webhooks.parse_github_webhook(headers, body, secret=settings.github_secret,
                                               release_branch=settings.release_branch)
