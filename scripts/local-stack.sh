@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 state=${SHIPBOT_STATE:-/var/lib/shipbot}
 registry_addr=${SHIPBOT_REGISTRY_ADDR:-127.0.0.1:5000}
 notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL:-}
-azurite_version=3.37.0
+azurite_version=3.35.0  # the newest whose package declares Node 18 (Debian 12) and 20 support
 # Azurite's blob endpoint for its well-known development account.
 azurite_blob=http://127.0.0.1:10000/devstoreaccount1
 log() { printf '[local-stack] %s\n' "$*" >&2; }
@@ -125,7 +125,8 @@ azurite() {
   mkdir -p "$state/azurite" "$state/log"
   log "starting azurite on 127.0.0.1:10000-10002"
   # --skipApiVersionCheck: the Python SDK may speak a newer storage API version than this Azurite knows.
-  setsid "$state/node/bin/azurite" --skipApiVersionCheck --location "$state/azurite" \
+  # --disableTelemetry: it would otherwise post usage data to Application Insights (no network here anyway).
+  setsid "$state/node/bin/azurite" --skipApiVersionCheck --disableTelemetry --location "$state/azurite" \
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 >>"$state/log/azurite.log" 2>&1 </dev/null &
   echo $! >"$state/azurite.pid"
   wait_for 60 azurite_answers || { tail -20 "$state/log/azurite.log" >&2; log "azurite did not come up"; exit 1; }
