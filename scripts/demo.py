@@ -1,75 +1,168 @@
-"""`make demo`, for now: one release image, end to end on the local stack.
+#!/usr/bin/env python3
+"""`make demo`: ShipBot's main job, live, on the local stack.
 
-Trains the sample model, builds the release image (model_api + model) on the Docker engine, pushes it to the
-local registry, runs it by digest as the `shipbot-staging` container on 127.0.0.1:8081, and shows a real
-scoring call and /version. The container keeps running; `docker rm -f shipbot-staging` stops it.
+1. `shipbot up`: the Docker engine, the registry, Azurite and the local functions host with its event bridge.
+2. The app repository: a bare git repository (SHIPBOT_GIT_REPO) whose post-receive hook sends a signed
+   GitHub-format push webhook; the app (model_api/) is committed in a clone and pushed to `main`.
+3. A data scientist uploads the sample model v<n> to the models container: the bridge turns the new blob into
+   Event Grid's BlobCreated, ShipBot builds the image, the registry's push becomes ImagePushed, the image is
+   smoke-tested and rolled out to staging. The demo follows the release's ledger history as it happens.
+4. The release is promoted to production (what the nightly timer does at 02:00 UTC).
+5. Model v<n+1> is uploaded: staging moves to it, production stays.
+6. The status table, and the URLs. The stack keeps running; `shipbot down` stops it.
+
+Run again, it uploads the next two model versions (each with its own weights, so each is a new release).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import docker
 import httpx
+from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.local import containers
-from shared.adapters.local.docker_builder import BuildRequest, DockerBuilder
+from cli import client as api
+from cli import main as cli
+from shared.settings import AZURITE
+from stack import keys
 
-ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = "127.0.0.1:5000"
-REPOSITORY = f"{REGISTRY}/model-api"
-NAME, PORT = "shipbot-staging", 8081
-
-
-def step(message: str) -> float:
-    print(f"\n==> {message}", flush=True)
-    return time.perf_counter()
-
-
-def git_commit() -> str | None:
-    result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or None
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot"))
+BARE = STATE / "app.git"
+WORK = STATE / "app-src"
+MODELS = ROOT / "build" / "demo" / "models"
+TIMEOUT_S = 600
 
 
-def main() -> None:
-    model_dir = ROOT / "build" / "models" / "diabetes" / "1"
-    step("training the sample model (Ridge on scikit-learn's diabetes data)")
-    subprocess.run([sys.executable, str(ROOT / "samples/diabetes/train.py"), str(model_dir)], check=True)
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
-    commit = git_commit()
-    step(f"building the release image with the Docker engine and pushing it to {REGISTRY}")
-    built = DockerBuilder(client=docker.from_env()).build(BuildRequest(
-        source=ROOT, model_dir=model_dir, repository=REPOSITORY, tag=f"diabetes-1-{(commit or 'dev')[:12]}",
-        model_name="diabetes", model_version="1", git_commit=commit, source_url=f"file://{ROOT}"))
-    print(f"    built in {built.build_seconds:.1f} s, pushed in {built.push_seconds:.1f} s")
-    print(f"    {built.ref}")
 
-    t = step(f"running it by digest as {NAME} on 127.0.0.1:{PORT}")
-    client = docker.from_env()
-    container = containers.run_model_api(client, built.ref, name=NAME, host_port=PORT)
-    base = f"http://127.0.0.1:{PORT}"
-    containers.wait_ready(base, timeout_s=90, container=container)
-    print(f"    ready in {time.perf_counter() - t:.1f} s")
+def git(*args: str, cwd: Path = WORK) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
-    request = json.loads((model_dir / "sample-request.json").read_text())
-    step(f"POST {base}/score  (the model's sample request, {len(request['data'])} rows)")
-    scored = httpx.post(f"{base}/score", json=request, headers={"x-request-id": "demo-1"})
-    print(f"    {scored.status_code} {scored.text}")
-    expected = json.loads((model_dir / "sample-response.json").read_text())["result"]
-    matches = all(abs(a - b) <= 1e-6 for a, b in zip(scored.json()["result"], expected, strict=True))
-    print(f"    matches sample-response.json: {matches}")
 
-    step(f"GET {base}/version")
-    print("    " + json.dumps(httpx.get(f"{base}/version").json(), indent=2).replace("\n", "\n    "))
-    print(f"\nThe release is running: {base}/score, {base}/v2/models/diabetes, {base}/metrics")
-    print(f"Stop it with: docker rm -f {NAME}")
-    if not matches:
-        sys.exit("the running image did not reproduce the model's sample response")
+def app_repository(secret_file: Path, webhook_url: str) -> None:
+    if not (BARE / "HEAD").exists():
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(BARE), cwd=STATE)
+    shutil.copy(ROOT / "scripts" / "hooks" / "post-receive", BARE / "hooks" / "post-receive")
+    git("config", "shipbot.webhookUrl", webhook_url, cwd=BARE)
+    git("config", "shipbot.webhookSecretFile", str(secret_file), cwd=BARE)
+    if not (WORK / ".git").exists():
+        git("clone", "--quiet", str(BARE), str(WORK), cwd=STATE)
+        git("config", "user.name", "Demo Developer")
+        git("config", "user.email", "dev@shipbot.local")
+        git("checkout", "--quiet", "-B", "main")
+    shutil.rmtree(WORK / "model_api", ignore_errors=True)
+    shutil.copytree(ROOT / "model_api", WORK / "model_api", ignore=shutil.ignore_patterns("__pycache__"))
+    git("add", "-A")
+    if git("status", "--porcelain"):
+        git("commit", "--quiet", "-m", "app: model_api from the ShipBot repository")
+    print(f"app repository {BARE} (post-receive hook -> {webhook_url})")
+    push = subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=WORK, capture_output=True, text=True)
+    print("  " + (push.stderr.strip() or "git push: already up to date").replace("\n", "\n  "))
+
+
+def train(version: int) -> Path:
+    out = MODELS / str(version)
+    if not (out / "model.joblib").exists():
+        alpha = 1.0 / version  # each version has its own weights, hence its own sha256 and release
+        subprocess.run([sys.executable, str(ROOT / "samples/diabetes/train.py"), str(out), "--alpha", str(alpha)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def upload(service: BlobServiceClient, version: int) -> None:
+    container = service.get_container_client("models")
+    if not container.exists():
+        container.create_container()
+    folder = train(version)
+    for name in ("sample-request.json", "sample-response.json", "model.joblib"):  # the model file last
+        with open(folder / name, "rb") as data:
+            container.upload_blob(f"diabetes/{version}/{name}", data, overwrite=True)
+    print(f"uploaded models/diabetes/{version}/model.joblib ({(folder / 'model.joblib').stat().st_size} bytes)")
+
+
+def next_version(service: BlobServiceClient) -> int:
+    container = service.get_container_client("models")
+    if not container.exists():
+        return 1
+    versions = [int(b.name.split("/")[1]) for b in container.list_blobs(name_starts_with="diabetes/")
+                if b.name.split("/")[1].isdigit()]
+    return max(versions, default=0) + 1
+
+
+def follow(client: api.Client, environment: str, *, model_version: int) -> dict:
+    """Prints the ledger history of the release that ships `model_version` until `environment` runs it."""
+    deadline, shown, release = time.monotonic() + TIMEOUT_S, 0, None
+    while time.monotonic() < deadline:
+        if release is None:
+            release = next((r for r in client.list_releases(limit=20)
+                            if (r.get("model") or {}).get("version") == str(model_version)), None)
+        else:
+            release = client.get_release(release["id"])
+        if release:
+            for entry in release["history"][shown:]:
+                print(f"  {entry['at'][11:19]}  {release['id']}  {entry['what']:<24} {entry['detail'][:90]}")
+            shown = len(release["history"])
+            if release["status"] in ("failed", "superseded"):
+                raise SystemExit(f"release {release['id']} {release['status']}: {release['reason']}")
+            env = {e["name"]: e for e in client.list_environments()}[environment]
+            if (env.get("current") or {}).get("release_id") == release["id"]:
+                return release
+        time.sleep(0.5)  # polling the API for the demo's display, not synchronising a test
+    raise SystemExit(f"model v{model_version} did not reach {environment} within {TIMEOUT_S} s")
+
+
+def score(url: str) -> str:
+    body = (MODELS / "1" / "sample-request.json").read_bytes()
+    version = httpx.get(f"{url}/version", timeout=5).json()
+    result = httpx.post(f"{url}/score", content=body, timeout=5).json()["result"]
+    return f"model {version['model']['version']} release {version['release_id']}: /score -> {result[0]:.2f}, ..."
+
+
+def main() -> int:
+    say("shipbot up: Docker engine, registry, Azurite, local functions host and event bridge")
+    if cli.main(["up"]) != 0:
+        return 1
+    host_keys = keys.HostKeys.load(STATE)
+    client = api.Client(api.DEFAULT_URL, key=host_keys.default_function_key, actor="demo")
+    service = BlobServiceClient.from_connection_string(AZURITE)
+
+    say("a developer pushes the app to the release branch (signed GitHub webhook)")
+    app_repository(STATE / "secrets" / "github-webhook-secret", f"{api.DEFAULT_URL}/api/webhooks/github")
+
+    first = next_version(service)
+    say(f"a data scientist uploads model v{first}: build, smoke test, staging")
+    started = time.monotonic()
+    upload(service, first)
+    release = follow(client, "staging", model_version=first)
+    print(f"staging runs {release['id']} after {time.monotonic() - started:.0f} s")
+
+    say("promotion to production (the nightly timer's job, asked for by hand)")
+    job = client.promote(reason="demo")
+    print(f"promote {job['release_id']}: queued")
+    follow(client, "production", model_version=first)
+
+    say(f"model v{first + 1}: staging moves, production stays")
+    upload(service, first + 1)
+    follow(client, "staging", model_version=first + 1)
+
+    say("status")
+    cli.main(["status"])
+    envs = {e["name"]: e for e in client.list_environments()}
+    for name in ("staging", "production"):
+        print(f"{name:<11} {envs[name]['url']:<24} {score(envs[name]['url'])}")
+    print(f"\nAPI {api.DEFAULT_URL}/api (key in {STATE}/host-keys.json); registry http://127.0.0.1:5000; "
+          "Azurite 127.0.0.1:10000-10002.\nThe stack keeps running: `.venv/bin/shipbot status`, "
+          "`.venv/bin/shipbot down` to stop it.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
