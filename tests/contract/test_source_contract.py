@@ -1,0 +1,112 @@
+"""The Source port's contract, run against every adapter of it: the in-memory fake and GitSource on a
+temporary repository made by real git."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared import errors
+from shared.adapters.local.git_source import GitSource
+
+HAS_MEMORY = importlib.util.find_spec("shared.adapters.memory") is not None
+
+
+class GitHarness:
+    """A real repository; each commit adds a file and a model_api/ tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.repo = root / "repo"
+        self.source = GitSource(repo=self.repo, source_url="https://user:token@git.example/team/app.git?x=1")
+        self.repo.mkdir()
+        self.git("init", "-q", "-b", "main")
+        self.count = 0
+
+    def git(self, *args: str, env: dict[str, str] | None = None) -> str:
+        base = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@example.test", "HOME": str(self.repo.parent), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(["git", "-C", str(self.repo), *args], check=True, capture_output=True, text=True,
+                              env={**base, **(env or {})}).stdout.strip()
+
+    def commit(self, *, branch: str, at: datetime) -> str:
+        if branch not in self.git("branch", "--format=%(refname:short)").split() and self.count:
+            self.git("checkout", "-q", "-b", branch)
+        else:
+            self.git("checkout", "-q", "-B", branch)
+        self.count += 1
+        (self.repo / "model_api").mkdir(exist_ok=True)
+        (self.repo / "model_api" / f"file{self.count}.txt").write_text(f"commit {self.count}\n")
+        self.git("add", "-A")
+        stamp = at.isoformat()
+        self.git("commit", "-q", "-m", f"commit {self.count}",
+                 env={"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp})
+        return self.git("rev-parse", "HEAD")
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        from shared.adapters import memory
+
+        self.source = memory.MemorySource()
+
+    def commit(self, *, branch: str, at: datetime) -> str:
+        sha = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        self.source.commit(sha, branch=branch, at=at)
+        return sha
+
+
+@pytest.fixture(params=[
+    "git",
+    pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
+])
+def harness(request, tmp_path):
+    return GitHarness(tmp_path) if request.param == "git" else MemoryHarness()
+
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_get_head_answers_the_newest_commit_of_the_branch_with_its_time(harness):
+    harness.commit(branch="main", at=T0)
+    newest = harness.commit(branch="main", at=T0 + timedelta(minutes=5))
+
+    head = harness.source.get_head("main")
+
+    assert (head.sha, head.branch, head.committed) == (newest, "main", T0 + timedelta(minutes=5))
+
+
+def test_get_head_of_a_branch_that_does_not_exist_is_not_found(harness):
+    harness.commit(branch="main", at=T0)
+
+    with pytest.raises(errors.NotFound):
+        harness.source.get_head("no-such-branch")
+
+
+def test_get_commit_finds_an_older_commit_and_refuses_an_unknown_one(harness):
+    older = harness.commit(branch="main", at=T0)
+    harness.commit(branch="main", at=T0 + timedelta(minutes=1))
+
+    assert harness.source.get_commit(older).committed == T0
+    with pytest.raises(errors.NotFound):
+        harness.source.get_commit("0123456789abcdef0123456789abcdef01234567")
+
+
+def test_archive_writes_the_tree_into_the_destination(harness, tmp_path):
+    sha = harness.commit(branch="main", at=T0)
+    (tmp_path / "out").mkdir()
+
+    harness.source.archive(sha, tmp_path / "out")
+
+    assert any((tmp_path / "out").iterdir())
+
+
+def test_archive_of_an_unknown_commit_is_not_found(harness, tmp_path):
+    harness.commit(branch="main", at=T0)
+
+    with pytest.raises(errors.NotFound):
+        harness.source.archive("0123456789abcdef0123456789abcdef01234567", tmp_path)
