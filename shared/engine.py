@@ -158,7 +158,12 @@ class Engine:
         now = self.ports.clock()
         if repository == self.config.repository and event.tag:
             try:
-                return self.ledger.update_release(event.tag, lambda r: _image_arrived(r, event.digest, now))
+                release = self.ledger.get_release(event.tag)
+                detail = event.digest
+                if release.build_id and release.digest is None:
+                    steps = self.ports.builder.get_build(release.build_id).steps
+                    detail += "; " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps) if steps else ""
+                return self.ledger.update_release(event.tag, lambda r: _image_arrived(r, event.digest, now, detail))
             except errors.NotFound:
                 pass  # a tag we did not build: another pipeline's image
         release_id = release_id_for_digest(event.digest)
@@ -350,14 +355,14 @@ class Engine:
                                  commit=release.commit)
 
 
-def _image_arrived(release: Release, digest: str, now) -> Release:
+def _image_arrived(release: Release, digest: str, now, detail: str) -> Release:
     """Our build's image is in the registry: record its digest once (tags of releases are immutable). A build
     that reconcile thought failed or lost did push after all, so it goes on to its smoke test."""
     if release.digest is not None:
         return release
     status = Status.BUILT if release.status in (Status.BUILDING, Status.FAILED) else release.status
     return release.with_(digest=digest, status=status, reason="" if status is Status.BUILT else release.reason,
-                         entry=Entry(now, "image pushed", "registry", digest))
+                         entry=Entry(now, "image pushed", "registry", detail))
 
 
 def _steps(verdict: ports.Verdict) -> str:

@@ -96,6 +96,7 @@ class Build:
     digest: str | None = None
     error: str = ""
     log_url: str = ""
+    steps: tuple[tuple[str, float], ...] = ()  # (step, seconds), e.g. ("build", 31.2), ("push", 2.1)
 
 
 class Builder(Protocol):
