@@ -97,8 +97,9 @@ class Client:
     def hold(self, release_id: str, *, reason: str) -> dict[str, Any]:
         return self._call("POST", f"/api/releases/{_segment(release_id)}/hold", json={"reason": reason})
 
-    def unhold(self, release_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/api/releases/{_segment(release_id)}/hold")
+    def unhold(self, release_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else None
+        return self._call("DELETE", f"/api/releases/{_segment(release_id)}/hold", json=body)
 
     # -- environments -----------------------------------------------------------------------------------------
     def list_environments(self) -> list[dict[str, Any]]:

@@ -119,8 +119,14 @@ def promote(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def rollback(args: argparse.Namespace, ctx: Context) -> int:
+    target = None
+    if _waits(args, ctx):  # the API answers a rollback with release_id null: the target is `previous`, now
+        env = next((e for e in ctx.client.list_environments() if e.get("name") == args.environment), {})
+        target = (env.get("previous") or {}).get("release_id")
     since = ctx.now()
     answer = ctx.client.rollback(args.environment, reason=args.reason)
+    if not answer.get("release_id") and target:
+        answer = {**answer, "release_id": target}
     return _after(f"rollback of {args.environment}", args.environment, answer, args, ctx, since=since)
 
 
@@ -130,7 +136,7 @@ def hold(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def unhold(args: argparse.Namespace, ctx: Context) -> int:
-    doc = ctx.client.unhold(args.release_id)
+    doc = ctx.client.unhold(args.release_id, reason=args.reason)
     return _show_hold(doc, args, ctx)
 
 

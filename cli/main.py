@@ -100,8 +100,7 @@ def parser() -> argparse.ArgumentParser:
                             ("unhold", commands.unhold, "let automatic paths use a release again")):
         s = verbs.add_parser(verb, help=text)
         s.add_argument("release_id", metavar="RELEASE_ID")
-        if verb == "hold":
-            s.add_argument("--reason", required=True)
+        s.add_argument("--reason", required=verb == "hold", help="why: the ledger records it")
         _json(s)
         s.set_defaults(run=run)
 

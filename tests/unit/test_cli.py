@@ -97,7 +97,7 @@ class FakeApi:
         env, action = parts[2], parts[3]
         if env not in ("staging", "production"):
             return error(404, "not_found", f"no environment {env}")
-        rid = body.get("release_id") or ("r-new" if action == "promote" else "r-old")
+        rid = body.get("release_id") or ("r-new" if action == "promote" else None)  # rollback: null
         if body.get("digest"):
             rid = next((r["id"] for r in self.releases.values() if r["digest"] == body["digest"]), None)
             if rid is None:
@@ -301,9 +301,10 @@ def test_hold_and_unhold(shipbot, api):
     assert run.code == 0
     assert (api.requests[-1].method, json.loads(api.requests[-1].content)) == ("POST", {"reason": "bad numbers"})
     assert run.out.strip() == "r-new: held: automatic paths skip it"
-    run = shipbot("unhold", "r-new")
+    run = shipbot("unhold", "r-new", "--reason", "numbers fixed")
     assert run.code == 0
     assert (api.requests[-1].method, api.requests[-1].url.path) == ("DELETE", "/api/releases/r-new/hold")
+    assert json.loads(api.requests[-1].content) == {"reason": "numbers fixed"}
     assert run.out.strip() == "r-new: not held"
 
 
@@ -337,6 +338,36 @@ def test_deploy_wait_fails_when_the_release_records_a_failed_rollout(shipbot, ap
     run = shipbot("deploy", "staging", "r-new", "--reason", "try it", "--wait")
     assert run.code == 1
     assert "shipbot: r-new was rolled back: rollout to staging failed verification: 503" in run.err
+
+
+def test_rollback_wait_follows_the_environment_back_to_its_previous_release(shipbot, api):
+    api.env("staging").update(current=deployment("r-new", DIGEST_B, minutes_ago=1),
+                              previous=deployment("r-old", DIGEST_A, minutes_ago=80), running=f"{REPO}@{DIGEST_B}")
+
+    def world(polls: int) -> None:
+        if polls == 3:  # poll 1 reads `previous` before the request
+            api.env("staging").update(current=deployment("r-old", DIGEST_A, minutes_ago=0), previous=None,
+                                      running=f"{REPO}@{DIGEST_A}")
+
+    api.on_poll = world
+    run = shipbot("rollback", "staging", "--reason", "p95 doubled", "--wait")
+    assert run.code == 0, run.err
+    assert json.loads(next(r for r in api.requests if r.method == "POST").content) == {"reason": "p95 doubled"}
+    assert run.out.strip() == "rollback of staging: r-old accepted"
+    assert run.err.splitlines()[-1].startswith("staging runs r-old")
+
+
+def test_rollback_wait_fails_when_the_environment_records_a_failed_rollback(shipbot, api):
+    api.env("staging").update(previous=deployment("r-new", DIGEST_B, minutes_ago=80))
+
+    def world(polls: int) -> None:
+        api.env("staging")["history"] = [{"at": iso(datetime.now(UTC)), "what": "rollback failed",
+                                          "by": "alice@laptop", "detail": "to r-new: not ready in 60 s"}]
+
+    api.on_poll = world
+    run = shipbot("rollback", "staging", "--reason", "r", "--wait")
+    assert run.code == 1
+    assert "shipbot: staging: rollback failed: to r-new: not ready in 60 s" in run.err
 
 
 def test_deploy_wait_gives_up_at_its_timeout_with_exit_3(shipbot, api):
