@@ -14,7 +14,7 @@ from stack import lifecycle
 def up(args: argparse.Namespace, state: Path, environ: Mapping[str, str]) -> int:
     stack = lifecycle.Stack(state=state, port=args.port, environ=environ)
     with Progress(sys.stderr) as progress:
-        done = lifecycle.up(stack, timeout_s=args.timeout, progress=progress.update)
+        done = lifecycle.up(stack, timeout_s=args.timeout, note=progress.note, progress=progress.update)
     how = "started" if done.started else "already running"
     pid = f", pid {done.pid}" if done.pid else ""
     print(f"ShipBot is up in {done.seconds:.1f}s (host {how}{pid})")
@@ -26,7 +26,7 @@ def up(args: argparse.Namespace, state: Path, environ: Mapping[str, str]) -> int
 def down(args: argparse.Namespace, state: Path, environ: Mapping[str, str]) -> int:
     stack = lifecycle.Stack(state=state, environ=environ)
     with Progress(sys.stderr) as progress:
-        lifecycle.down(stack, purge=args.purge, timeout_s=args.timeout, progress=progress.note)
+        lifecycle.down(stack, purge=args.purge, timeout_s=args.timeout, note=progress.note)
     kept = "removed" if args.purge else "kept (`shipbot down --purge` removes them)"
     print(f"ShipBot is down; environment containers {kept}")
     return 0

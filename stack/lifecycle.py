@@ -91,21 +91,24 @@ class Up:
     seconds: float
 
 
-def up(stack: Stack, *, timeout_s: float = 120.0, progress: Callable[[str], None] = lambda text: None,
-       script_output: TextIO | None = None) -> Up:
-    """Starts whatever part of the local stack is not running, and waits until the host answers."""
+def up(stack: Stack, *, timeout_s: float = 120.0, note: Callable[[str], None] = lambda text: None,
+       progress: Callable[[str], None] = lambda text: None, script_output: TextIO | None = None) -> Up:
+    """Starts whatever part of the local stack is not running, and waits until the host answers.
+
+    `note` hears each step as it starts; `progress` hears what it waits for on every poll.
+    """
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     with _locked(stack):
-        progress("starting the stack's daemons (scripts/local-stack.sh up)")
+        note("the stack's daemons: scripts/local-stack.sh up")
         _script(stack, "up", output=script_output)
-        for note in start_environments(stack.environments):
-            progress(note)
+        for started_again in start_environments(stack.environments):
+            note(started_again)
         if host_answers(stack):
             return Up(host_pid(stack), False, time.monotonic() - t0)
         pid, started = host_pid(stack), False
         if pid is None:
-            progress(f"starting the host on {stack.url} (log: {stack.log_file})")
+            note(f"starting the host on {stack.url}, log in {stack.log_file}")
             pid, started = _spawn_host(stack), True
         while not host_answers(stack):
             if not _alive(pid):
@@ -120,28 +123,28 @@ def up(stack: Stack, *, timeout_s: float = 120.0, progress: Callable[[str], None
 
 
 def down(stack: Stack, *, purge: bool = False, timeout_s: float = 20.0,
-         progress: Callable[[str], None] = lambda text: None, script_output: TextIO | None = None) -> None:
+         note: Callable[[str], None] = lambda text: None, script_output: TextIO | None = None) -> None:
     """Stops the host, then the daemons that scripts/local-stack.sh started. `purge` also removes the
     environment containers (their releases stay in the ledger)."""
     with _locked(stack):
-        stop_host(stack, timeout_s=timeout_s, progress=progress)
+        stop_host(stack, timeout_s=timeout_s, note=note)
         if purge:
-            for note in remove_environments(stack.environments):
-                progress(note)
-        progress("stopping the stack's daemons (scripts/local-stack.sh down)")
+            for removed in remove_environments(stack.environments):
+                note(removed)
+        note("the stack's daemons: scripts/local-stack.sh down")
         _script(stack, "down", output=script_output)
 
 
-def stop_host(stack: Stack, *, timeout_s: float = 20.0, progress: Callable[[str], None] = lambda text: None) -> bool:
+def stop_host(stack: Stack, *, timeout_s: float = 20.0, note: Callable[[str], None] = lambda text: None) -> bool:
     """SIGTERM to the host's process group, SIGKILL after `timeout_s`. Whether a host was running."""
     pid = host_pid(stack)
     if pid is None:
         stack.pid_file.unlink(missing_ok=True)
         return False
-    progress(f"stopping the host (pid {pid})")
+    note(f"stopping the host (pid {pid})")
     _signal(pid, signal.SIGTERM)
     if not _wait_gone(pid, timeout_s):
-        progress(f"the host did not stop within {timeout_s:.0f}s: killing it")
+        note(f"the host did not stop within {timeout_s:.0f}s: killing it")
         _signal(pid, signal.SIGKILL)
         if not _wait_gone(pid, 5.0):
             raise StackError(f"the host (pid {pid}) survived SIGKILL")
