@@ -1,16 +1,24 @@
 """Running a release image as a container on the local Docker engine, and waiting for it to be ready.
 
 Environments and smoke tests are containers here (Deployments on AKS in Azure). A container publishes
-model_api's port on 127.0.0.1 only.
+model_api's port on 127.0.0.1 only. The helpers below are what DockerSmokeRunner and DockerDeployer share:
+create a container, find its port, read a file out of it, wait for /readyz, check /version.
 """
 
 from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Callable
 
 import docker
 import docker.errors
 import httpx
 import tenacity
 from docker.models.containers import Container
+
+from shared import ports
 
 MODEL_API_PORT = 5001
 
@@ -52,3 +60,123 @@ def wait_ready(base_url: str, *, timeout_s: float, container: Container | None =
     retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout_s), wait=tenacity.wait_fixed(0.2),
                                  retry=tenacity.retry_if_exception_type(NotReady), reraise=True)
     retrying(probe)
+
+
+# -- what the smoke runner and the deployer share ------------------------------------------------------------
+# Each helper answers with a reason (empty when all is well) rather than raising: a red smoke test or a failed
+# rollout is an outcome the engine records, not an error. Docker engine errors still raise.
+LOG_LINES = 15
+POLL_SECONDS = 0.2
+
+
+def create_model_api(client: docker.DockerClient, image_ref: str, *, name: str, host_port: int | None,
+                     labels: dict[str, str] | None = None, environment: dict[str, str] | None = None,
+                     restart: bool = False) -> Container:
+    """Create (not start) image_ref as `name`, replacing a container of that name, pulling the image if the
+    engine lacks it (docker.errors.NotFound when the registry lacks it too). host_port None lets the engine
+    pick a free port on 127.0.0.1 (read it with `host_port` once started): no race with other users."""
+    remove(client, name)
+    published = {f"{MODEL_API_PORT}/tcp": ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)}
+    options = dict(name=name, detach=True, labels=labels or {}, environment=environment or {}, ports=published,
+                   restart_policy={"Name": "unless-stopped"} if restart else None)
+    try:
+        return client.containers.create(image_ref, **options)
+    except docker.errors.ImageNotFound:
+        client.images.pull(image_ref)  # by digest: what was tested is what runs
+        return client.containers.create(image_ref, **options)
+
+
+def host_port(container: Container) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{MODEL_API_PORT}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and binding.get("HostPort"):
+            return int(binding["HostPort"])
+    raise RuntimeError(f"container {container.name} publishes no port for {MODEL_API_PORT}/tcp")
+
+
+def log_tail(container: Container, lines: int = LOG_LINES) -> str:
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace").strip()
+    except docker.errors.APIError:
+        return "(logs unavailable)"
+
+
+def read_file(container: Container, path: str, *, max_bytes: int = 10 << 20) -> bytes:
+    """One file out of a container's filesystem (created, running or stopped) through the engine's archive
+    API: no exec, so it works on images without a shell. FileNotFoundError when absent."""
+    try:
+        chunks, stat = container.get_archive(path)
+    except docker.errors.NotFound:
+        raise FileNotFoundError(path) from None
+    if stat.get("size", 0) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes} bytes")
+    buffer = io.BytesIO()
+    for chunk in chunks:  # a tar of the one file, slightly larger than it
+        buffer.write(chunk)
+        if buffer.tell() > max_bytes + (1 << 20):
+            raise ValueError(f"{path} is larger than {max_bytes} bytes")
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar:
+        member = next((m for m in tar if m.isfile()), None)
+        if member is None:
+            raise FileNotFoundError(path)
+        return tar.extractfile(member).read()  # type: ignore[union-attr]
+
+
+def await_ready(container: Container, base_url: str, *, deadline: float, budget_seconds: float,
+                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll GET /readyz until 200 or `deadline` (a `clock` reading). Gives up at once when the container
+    exits or model_api reports that its model failed to load (that state is final). Returns a reason, or ""."""
+    last = "no answer"
+    with httpx.Client(timeout=2) as http:
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                code = container.attrs.get("State", {}).get("ExitCode")
+                return (f"the container exited (code {code}) before /readyz answered 200; last log lines:\n"
+                        f"{log_tail(container)}")
+            try:
+                response = http.get(f"{base_url}/readyz")
+            except httpx.TransportError:
+                pass
+            else:
+                if response.status_code == 200:
+                    return ""
+                last = f"{response.status_code} {short(response.text)}"
+                state = _json(response).get("status")
+                if state == "failed":
+                    return f"/readyz reports the model failed to load: {short(str(_json(response).get('error')))}"
+            if clock() >= deadline:
+                return f"/readyz did not answer 200 within {budget_seconds:g} s (last answer: {last})"
+            sleep(POLL_SECONDS)
+
+
+def check_version(base_url: str, expected: ports.Expectation, *, timeout: float) -> str:
+    """GET /version and compare it with `expected`. Returns a reason naming the first mismatch, or ""."""
+    try:
+        response = httpx.get(f"{base_url}/version", timeout=max(timeout, 0.1))
+    except httpx.HTTPError as e:
+        return f"/version did not answer: {type(e).__name__}"
+    if response.status_code != 200:
+        return f"/version answered {response.status_code}: {short(response.text)}"
+    version = _json(response)
+    checks = [("release", "release_id", expected.release_id), ("model sha256", "model_sha256", expected.model_sha256),
+              ("commit", "git_commit", expected.commit)]
+    for what, field, wanted in checks:
+        if wanted is not None and version.get(field) != wanted:
+            return f"/version reports {what} {version.get(field)}, expected {wanted}"
+    return ""
+
+
+def short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,172 @@
+"""DockerSmokeRunner: smoke-tests a release image as a throwaway container on the local Docker engine
+(ports.SmokeRunner); an ACR Task run stands here in Azure.
+
+One run, all within the runner's budget: create the container from the image by digest on a port the engine
+picks on 127.0.0.1, read the model folder's sample-request.json and sample-response.json out of the image
+(the engine's archive API: no exec, no shell needed), start it, wait for /readyz (noticing at once when the
+container exits or the model fails to load), check /version against the Expectation, POST the sample to
+/score and compare the answer numerically with the sample response. The container is always removed.
+
+An image that misbehaves gives a red Verdict whose reason an operator can act on. An image that is not in the
+registry is NotFound; a Docker engine that does not answer is a TransientError: neither is the image's fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+
+from shared import errors, ports
+from shared.adapters.local import containers
+
+MODEL_DIR = "/var/azureml-app/model"
+REQUEST_FILE, RESPONSE_FILE = "sample-request.json", "sample-response.json"
+REL_TOLERANCE = 1e-6
+ABS_TOLERANCE = 1e-12  # so that an expected 0.0 does not demand an exact 0.0
+log = logging.getLogger(__name__)
+
+
+class DockerSmokeRunner:
+    def __init__(self, *, client: docker.DockerClient, budget_seconds: float = 120.0,
+                 name_prefix: str = "shipbot-smoke", environment: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`environment` is passed to the container; the default runs one model_api worker, which is all a
+        smoke test needs on a small machine."""
+        self.client = client
+        self.budget_seconds = budget_seconds
+        self.name_prefix = name_prefix
+        self.environment = {"MODEL_API_WORKERS": "1"} if environment is None else dict(environment)
+        self.clock = clock
+
+    def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
+        started = self.clock()
+        deadline = started + self.budget_seconds
+        steps: list[tuple[str, float]] = []
+        mark = started
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = self.clock()
+            steps.append((name, round(now - mark, 3)))
+            mark = now
+
+        def verdict(reason: str = "") -> ports.Verdict:
+            return ports.Verdict(passed=not reason, reason=reason, seconds=round(self.clock() - started, 3),
+                                 steps=tuple(steps))
+
+        name = f"{self.name_prefix}-{uuid.uuid4().hex[:10]}"
+        container = None
+        try:
+            container = self._create(ref, name, expected)
+            try:
+                sample = json.loads(containers.read_file(container, f"{MODEL_DIR}/{REQUEST_FILE}"))
+                wanted = json.loads(containers.read_file(container, f"{MODEL_DIR}/{RESPONSE_FILE}"))
+            except FileNotFoundError as e:
+                return verdict(f"the image has no {e}: nothing to smoke-test with")
+            except ValueError as e:
+                return verdict(f"the image's sample files are unusable: {containers.short(str(e))}")
+            container.start()
+            base_url = f"http://127.0.0.1:{containers.host_port(container)}"
+            step("start")
+
+            reason = containers.await_ready(container, base_url, deadline=deadline,
+                                            budget_seconds=self.budget_seconds, clock=self.clock)
+            step("ready")
+            if reason:
+                return verdict(reason)
+
+            reason = containers.check_version(base_url, expected, timeout=min(10.0, deadline - self.clock()))
+            step("version")
+            if reason:
+                return verdict(reason)
+
+            reason = self._score(base_url, sample, wanted, timeout=deadline - self.clock())
+            step("score")
+            return verdict(reason)
+        except docker.errors.APIError as e:
+            raise errors.TransientError(f"Docker engine error while smoke-testing {ref}: "
+                                        f"{containers.short(str(e.explanation))}") from None
+        finally:
+            if container is not None:
+                _remove(container)
+
+    def _create(self, ref: str, name: str, expected: ports.Expectation):
+        labels = {"dev.shipbot.smoke": "true", "dev.shipbot.ref": ref, "dev.shipbot.release": expected.release_id}
+        try:
+            return containers.create_model_api(self.client, ref, name=name, host_port=None, labels=labels,
+                                               environment=self.environment)
+        except docker.errors.NotFound:
+            raise errors.NotFound(f"image {ref} is not in the registry") from None
+
+    def _score(self, base_url: str, sample: Any, wanted: Any, *, timeout: float) -> str:
+        if timeout <= 0:
+            return f"no time left for POST /score within {self.budget_seconds:g} s"
+        try:
+            response = httpx.post(f"{base_url}/score", json=sample, timeout=timeout)
+        except httpx.HTTPError as e:
+            return f"POST /score did not answer: {type(e).__name__}"
+        if response.status_code != 200:
+            return f"POST /score answered {response.status_code}: {containers.short(response.text)}"
+        try:
+            scored = response.json()
+        except ValueError:
+            return f"POST /score answered something that is not JSON: {containers.short(response.text)}"
+        difference = first_difference(scored, wanted)
+        return f"score differs from {RESPONSE_FILE} at {difference}" if difference else ""
+
+
+def first_difference(got: Any, wanted: Any, path: str = "") -> str:
+    """Where `got` first differs from `wanted` ("" if nowhere), numbers compared within REL_TOLERANCE:
+    e.g. "result[3]: 1.0 vs 2.0 expected"."""
+    here = path or "the top level"
+    if _is_number(wanted):
+        if not _is_number(got):
+            return f"{here}: {_show(got)} vs {_show(wanted)} expected"
+        if not math.isclose(got, wanted, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
+            return f"{here}: {_show(got)} vs {_show(wanted)} expected"
+        return ""
+    if isinstance(wanted, list):
+        if not isinstance(got, list):
+            return f"{here}: {_show(got)} vs a list expected"
+        if len(got) != len(wanted):
+            return f"{here}: {len(got)} values vs {len(wanted)} expected"
+        for i, (g, w) in enumerate(zip(got, wanted)):
+            if found := first_difference(g, w, f"{path}[{i}]"):
+                return found
+        return ""
+    if isinstance(wanted, dict):
+        if not isinstance(got, dict):
+            return f"{here}: {_show(got)} vs an object expected"
+        for key, w in wanted.items():
+            if key not in got:
+                return f"{here}: no {key!r}"
+            if found := first_difference(got[key], w, f"{path}.{key}" if path else key):
+                return found
+        return ""
+    return "" if got == wanted else f"{here}: {_show(got)} vs {_show(wanted)} expected"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    return containers.short(json.dumps(value), 40)
+
+
+def _remove(container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError:  # a leftover container must not turn the verdict into an error
+        log.warning("could not remove the smoke-test container", extra={"container": container.name}, exc_info=True)
