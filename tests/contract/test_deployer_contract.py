@@ -1,0 +1,107 @@
+"""The Deployer port's contract, run against every adapter of it: the in-memory fake and DockerDeployer on
+the local Docker engine (containers on free ports under a test-only name, never the real shipbot-<env>)."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import uuid
+
+import pytest
+
+from shared import ports
+from shared.adapters.local.deployer import DockerDeployer
+from tests import localstack
+
+HAS_MEMORY = importlib.util.find_spec("shared.adapters.memory") is not None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DockerHarness:
+    def __init__(self) -> None:
+        self.client = localstack.docker_client()
+        self.prefix = f"shipbot-test-{uuid.uuid4().hex[:8]}"
+        self.deployer = DockerDeployer(client=self.client, ports={"staging": free_port()}, verify_seconds=60,
+                                       name_prefix=self.prefix, environment={"MODEL_API_WORKERS": "1"})
+
+    def release(self, n: int) -> tuple[str, ports.Expectation]:
+        image = localstack.release_image(("good", "wrong-response")[n])  # two images, two releases
+        return image.ref, ports.Expectation(image.release_id)
+
+    def broken(self) -> tuple[str, ports.Expectation]:
+        image = localstack.release_image("bad-model")
+        return image.ref, ports.Expectation(image.release_id)
+
+    def close(self) -> None:
+        for container in self.client.containers.list(all=True, filters={"name": self.prefix}):
+            container.remove(force=True)
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        from shared.adapters import memory
+
+        self.deployer = memory.MemoryDeployer()
+
+    def release(self, n: int) -> tuple[str, ports.Expectation]:
+        return f"registry.test/app@sha256:{str(n) * 64}", ports.Expectation(f"r-{n}")
+
+    def broken(self) -> tuple[str, ports.Expectation]:
+        ref = "registry.test/app@sha256:" + "b" * 64
+        self.deployer.broken[ref] = "did not become ready"
+        return ref, ports.Expectation("r-broken")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=[
+    pytest.param("docker", marks=pytest.mark.integration),
+    pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
+])
+def harness(request):
+    harness = DockerHarness() if request.param == "docker" else MemoryHarness()
+    yield harness
+    harness.close()
+
+
+def test_an_environment_that_never_had_a_deploy_runs_nothing(harness):
+    assert harness.deployer.get_running("staging") is None
+
+
+def test_a_deploy_passes_and_the_environment_then_runs_that_ref(harness):
+    ref, expected = harness.release(0)
+
+    verdict = harness.deployer.deploy("staging", ref, expected)
+
+    assert (verdict.passed, verdict.reason) == (True, "")
+    assert harness.deployer.get_running("staging") == ref
+
+
+def test_a_second_deploy_switches_the_environment_to_the_new_ref(harness):
+    first, second = harness.release(0), harness.release(1)
+    assert harness.deployer.deploy("staging", *first).passed
+
+    verdict = harness.deployer.deploy("staging", *second)
+
+    assert verdict.passed, verdict.reason
+    assert harness.deployer.get_running("staging") == second[0]
+
+
+def test_a_failed_deploy_leaves_the_environment_on_what_it_ran(harness):
+    good = harness.release(0)
+    assert harness.deployer.deploy("staging", *good).passed
+
+    verdict = harness.deployer.deploy("staging", *harness.broken())
+
+    assert verdict.passed is False and verdict.reason
+    assert harness.deployer.get_running("staging") == good[0]
+
+
+def test_the_url_of_an_environment_is_an_http_url(harness):
+    assert harness.deployer.url("staging").startswith("http")
