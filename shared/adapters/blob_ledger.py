@@ -1,0 +1,308 @@
+"""BlobLedger: ports.Ledger on one blob container, the same on Azurite and Azure Storage.
+
+Layout (docs/ledger.md is the contract):
+    releases/<release id>.json     Release.to_json()
+    environments/<name>.json       Environment.to_json(); absent reads as Environment(name)
+    leases/<environment>           empty; its blob lease is the one-writer lock on that environment's rollouts
+    events/<event id>              empty markers of events seen (ids outside [A-Za-z0-9._:-] are hashed)
+
+Creates send `If-None-Match: *` (a taken name -> errors.Exists). Updates are compare-and-swap: read with the
+ETag, apply `change`, write with `If-Match`; a 412 re-reads and retries with jittered backoff, bounded, then
+errors.LedgerConflict. A `change` that returns its input unchanged writes nothing. Every SDK error becomes an
+errors.TransientError with a message free of keys and SAS tokens (shared/adapters/blob_storage.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import tenacity
+from azure.core import MatchConditions
+from azure.core import exceptions as azure_errors
+from azure.core.credentials import TokenCredential
+from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient, ContentSettings
+
+from shared import errors
+from shared.adapters import blob_storage
+from shared.releases import Environment, Release
+
+log = logging.getLogger(__name__)
+
+Doc = TypeVar("Doc", Release, Environment)
+
+# Release ids (`r-…`, `i-…`) and environment names: what may stand in a blob name as one path segment.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Event ids are GUIDs from Event Grid and the webhooks; anything else is hashed into a name of its own.
+_EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+_JSON = ContentSettings(content_type="application/json")
+_LIST_WORKERS = 8  # below requests' connection pool of 10 per host
+
+
+class _Conflict(Exception):
+    """The document changed between our read and our write (412), or was created meanwhile (409)."""
+
+
+class _Busy(Exception):
+    """Another holder has the lease."""
+
+
+class BlobLedger:
+    def __init__(self, *, container: ContainerClient, sleep: Callable[[float], None] = time.sleep,
+                 attempts: int = 10, lease_seconds: int = 60, lease_wait_seconds: float = 30.0,
+                 lease_poll_seconds: float = 2.0) -> None:
+        """`attempts` bounds the compare-and-swap retries of one update. A lease lasts `lease_seconds`
+        (15-60, Azure's limits) and is renewed every third of that while held; a busy lease is polled every
+        `lease_poll_seconds` for up to `lease_wait_seconds`, so a rollout queues briefly behind another and
+        otherwise fails as LeaseBusy for the host to retry. `sleep` is every wait's, so tests are instant."""
+        if not 15 <= lease_seconds <= 60:
+            raise ValueError("lease_seconds must be between 15 and 60 (Azure's limits for a finite lease)")
+        self._container = container
+        self._sleep = sleep
+        self._attempts = attempts
+        self._lease_seconds = lease_seconds
+        self._lease_polls = 1 + math.ceil(max(0.0, lease_wait_seconds) / lease_poll_seconds)
+        self._lease_poll_seconds = lease_poll_seconds
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._listed: dict[str, tuple[str, Release]] = {}  # blob name -> (etag, release): list_releases' cache
+        self._listed_lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, conn: str, container_name: str, **options: Any) -> BlobLedger:
+        """`options` are the constructor's keywords (sleep=, lease_seconds=, ...)."""
+        return cls(container=blob_storage.container_from_connection_string(conn, container_name), **options)
+
+    @classmethod
+    def from_account_url(cls, url: str, credential: TokenCredential, container_name: str,
+                         **options: Any) -> BlobLedger:
+        return cls(container=blob_storage.container_from_account_url(url, credential, container_name), **options)
+
+    # -- releases ---------------------------------------------------------------------------------------------
+    def create_release(self, release: Release) -> None:
+        name = _release_blob(release.id, creating=True)
+        with blob_storage.boundary(f"creating {name}"):
+            try:
+                self._blob(name).upload_blob(_dump(release), overwrite=False, content_settings=_JSON)
+            except azure_errors.ResourceExistsError:
+                raise errors.Exists(f"release {release.id} exists") from None
+
+    def get_release(self, release_id: str) -> Release:
+        return self._read(_release_blob(release_id), Release.from_json, missing=None)[0]
+
+    def list_releases(self) -> list[Release]:
+        """Newest first. Documents whose ETag did not change since the last listing come from memory; the
+        others are fetched in parallel, so a few hundred releases list in about one round trip per page."""
+        with blob_storage.boundary("listing releases"):
+            # A listing gives ETags bare, a GET's header quoted: compare them bare.
+            blobs = self._container_ready().list_blobs(name_starts_with="releases/")
+            listed = {b.name: b.etag.strip('"') for b in blobs}
+        with self._listed_lock:
+            cached = {n: self._listed[n] for n in listed if n in self._listed and self._listed[n][0] == listed[n]}
+        stale = [n for n in listed if n not in cached]
+        with ThreadPoolExecutor(max_workers=_LIST_WORKERS) as pool:
+            fetched = list(pool.map(self._fetch_listed, stale))
+        fresh = dict(cached)
+        fresh.update((n, got) for n, got in zip(stale, fetched) if got is not None)
+        with self._listed_lock:
+            self._listed = fresh
+        return sorted((r for _, r in fresh.values()), key=lambda r: (r.created, r.id), reverse=True)
+
+    def _fetch_listed(self, name: str) -> tuple[str, Release] | None:
+        try:
+            release, etag = self._read(name, Release.from_json, missing=None)
+        except errors.NotFound:
+            return None  # deleted since the listing
+        except errors.PermanentError as e:
+            log.error("ledger: skipping %s: %s", name, e)
+            return None
+        return (etag or "").strip('"'), release
+
+    def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release:
+        return self._update(_release_blob(release_id), Release.from_json, change, missing=None)
+
+    # -- environments -----------------------------------------------------------------------------------------
+    def get_environment(self, name: str) -> Environment:
+        return self._read(_environment_blob(name), Environment.from_json, missing=Environment(name))[0]
+
+    def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment:
+        return self._update(_environment_blob(name), Environment.from_json, change, missing=Environment(name))
+
+    @contextlib.contextmanager
+    def lease_environment(self, name: str) -> Iterator[None]:
+        blob = self._blob(f"leases/{_segment(name, 'environment')}")
+        try:
+            lease = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self._lease_polls),
+                wait=tenacity.wait_fixed(self._lease_poll_seconds),
+                retry=tenacity.retry_if_exception_type(_Busy), sleep=self._sleep,
+            )(self._acquire, blob, name)
+        except tenacity.RetryError:
+            raise errors.LeaseBusy(f"another rollout holds the lease on {name}") from None
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lease, name, stop), daemon=True,
+                                   name=f"lease-{name}")
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                with blob_storage.boundary(f"releasing the lease on {name}"):
+                    lease.release()
+            except errors.TransientError as e:
+                log.warning("%s; it expires within %d s", e, self._lease_seconds)
+
+    def _acquire(self, blob: BlobClient, name: str) -> BlobLeaseClient:
+        lease = BlobLeaseClient(blob)
+        with blob_storage.boundary(f"leasing {name}"):
+            try:
+                lease.acquire(lease_duration=self._lease_seconds)
+                return lease
+            except azure_errors.ResourceNotFoundError:
+                pass
+            except azure_errors.ResourceExistsError as e:  # 409 LeaseAlreadyPresent
+                if blob_storage.error_code(e) != "LeaseAlreadyPresent":
+                    raise
+                raise _Busy() from None
+            # The lease blob is made on first use; a concurrent maker is fine.
+            with contextlib.suppress(azure_errors.ResourceExistsError):
+                self._container_ready()
+                blob.upload_blob(b"", overwrite=False)
+            try:
+                lease.acquire(lease_duration=self._lease_seconds)
+                return lease
+            except azure_errors.ResourceExistsError as e:
+                if blob_storage.error_code(e) != "LeaseAlreadyPresent":
+                    raise
+                raise _Busy() from None
+
+    def _renew(self, lease: BlobLeaseClient, name: str, stop: threading.Event) -> None:
+        # Renewing at a third of the duration leaves two more tries before a failed renewal loses the lease.
+        while not stop.wait(self._lease_seconds / 3):
+            try:
+                with blob_storage.boundary(f"renewing the lease on {name}"):
+                    lease.renew()
+            except errors.TransientError as e:
+                log.error("%s: another rollout may start once it expires", e)
+
+    # -- event markers ----------------------------------------------------------------------------------------
+    def create_event_marker(self, event_id: str) -> None:
+        name = _event_blob(event_id)
+        with blob_storage.boundary("creating an event marker"):
+            try:
+                self._blob(name).upload_blob(b"", overwrite=False)
+            except azure_errors.ResourceExistsError:
+                raise errors.Exists(f"event {name.removeprefix('events/')} was seen before") from None
+
+    def delete_event_marker(self, event_id: str) -> None:
+        with blob_storage.boundary("deleting an event marker"), \
+                contextlib.suppress(azure_errors.ResourceNotFoundError):
+            self._blob(_event_blob(event_id)).delete_blob()
+
+    # -- documents --------------------------------------------------------------------------------------------
+    def _read(self, name: str, load: Callable[[dict], Doc], *, missing: Doc | None) -> tuple[Doc, str | None]:
+        """The document and its ETag; `missing` (with no ETag) when absent, or NotFound if that is None."""
+        with blob_storage.boundary(f"reading {name}"):
+            try:
+                downloader = self._blob(name).download_blob()
+                data, etag = downloader.readall(), downloader.properties.etag
+            except azure_errors.ResourceNotFoundError:
+                if missing is None:
+                    raise errors.NotFound(f"no {_what(name)}") from None
+                return missing, None
+        try:
+            return load(json.loads(data)), etag
+        except (ValueError, KeyError, TypeError) as e:
+            raise errors.PermanentError(f"{name} is not a ledger document ({type(e).__name__})") from None
+
+    def _update(self, name: str, load: Callable[[dict], Doc], change: Callable[[Doc], Doc], *,
+                missing: Doc | None) -> Doc:
+        def attempt() -> Doc:
+            before, etag = self._read(name, load, missing=missing)
+            after = change(before)
+            if after == before:
+                return before
+            with blob_storage.boundary(f"writing {name}"):
+                try:
+                    if etag is None:  # absent when read: create it, unless someone else just did
+                        self._blob(name).upload_blob(_dump(after), overwrite=False, content_settings=_JSON)
+                    else:
+                        self._blob(name).upload_blob(_dump(after), overwrite=True, content_settings=_JSON,
+                                                     etag=etag, match_condition=MatchConditions.IfNotModified)
+                except (azure_errors.ResourceModifiedError, azure_errors.ResourceExistsError):
+                    raise _Conflict() from None
+            return after
+
+        try:
+            return tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self._attempts),
+                wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+                retry=tenacity.retry_if_exception_type(_Conflict), sleep=self._sleep,
+            )(attempt)
+        except tenacity.RetryError:
+            raise errors.LedgerConflict(
+                f"{_what(name)} kept changing under {self._attempts} attempts to update it") from None
+
+    def _blob(self, name: str) -> BlobClient:
+        return self._container_ready().get_blob_client(name)
+
+    def _container_ready(self) -> ContainerClient:
+        """Creates the container on first use, once per instance."""
+        if self._ready:
+            return self._container
+        with self._ready_lock:
+            if not self._ready:
+                with blob_storage.boundary("creating the ledger container"):
+                    try:
+                        self._container.create_container()
+                    except azure_errors.ResourceExistsError:
+                        pass
+                    except azure_errors.HttpResponseError as e:
+                        if e.status_code != 403:
+                            raise
+                        # Allowed to write blobs but not to make containers: the deployment made it.
+                self._ready = True
+        return self._container
+
+
+def _dump(doc: Release | Environment) -> bytes:
+    return json.dumps(doc.to_json(), indent=2, ensure_ascii=False).encode()
+
+
+def _segment(value: str, what: str, *, creating: bool = False) -> str:
+    if not _ID.fullmatch(value):
+        # A name that cannot be in the ledger: refused when made, absent when looked for.
+        if creating:
+            raise errors.InvalidEvent(f"{what} id {value[:40]!r} is not [A-Za-z0-9._-]")
+        raise errors.NotFound(f"no {what} {value[:40]!r}")
+    return value
+
+
+def _release_blob(release_id: str, *, creating: bool = False) -> str:
+    return f"releases/{_segment(release_id, 'release', creating=creating)}.json"
+
+
+def _environment_blob(name: str) -> str:
+    return f"environments/{_segment(name, 'environment')}.json"
+
+
+def _event_blob(event_id: str) -> str:
+    if _EVENT_ID.fullmatch(event_id):
+        return f"events/{event_id}"
+    return f"events/sha256={hashlib.sha256(event_id.encode()).hexdigest()}"  # `=` is outside _EVENT_ID
+
+
+def _what(name: str) -> str:
+    kind, _, rest = name.partition("/")
+    return f"{kind.removesuffix('s')} {rest.removesuffix('.json')}"

@@ -1,0 +1,49 @@
+"""Fixtures for the port contract suites: Azurite for the blob adapters, one fresh container per test.
+
+Azurite is started with `bash scripts/local-stack.sh azurite` when it does not answer (the script returns at
+once when it does); if it still does not answer, the test fails: `make test` runs everything.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.storage.blob import ContainerClient
+
+from shared import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+AZURITE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+def _azurite_answers() -> bool:
+    try:
+        httpx.get(f"{AZURITE_BLOB}?comp=list", timeout=2)  # any HTTP answer (403 without a signature) will do
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def azurite() -> str:
+    """Azurite's connection string, once it answers."""
+    if not _azurite_answers():
+        run = subprocess.run(["bash", str(ROOT / "scripts/local-stack.sh"), "azurite"], check=False,
+                             capture_output=True, text=True, timeout=300)
+        if run.returncode != 0 or not _azurite_answers():
+            pytest.fail(f"Azurite does not answer on {AZURITE_BLOB}; local-stack.sh said:\n{run.stderr[-2000:]}")
+    return settings.AZURITE
+
+
+@pytest.fixture
+def blob_container(azurite: str) -> Iterator[ContainerClient]:
+    """A container name no other test uses; not created (the adapters make it when they need it)."""
+    container = ContainerClient.from_connection_string(azurite, f"test-{uuid.uuid4().hex}")
+    yield container
+    if container.exists():
+        container.delete_container()

@@ -1,0 +1,358 @@
+"""The Ledger port's contract, run against every adapter of it: the in-memory fake and BlobLedger on a fresh
+container of the real Azurite. The tests at the end check what only the blob layout can show (ETags, the
+lease's renewal, error messages)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.storage.blob import ContainerClient
+
+from shared import errors
+from shared.adapters import blob_storage
+from shared.adapters.blob_ledger import BlobLedger
+from shared.releases import Deployment, Entry, Environment, Model, Release, Status
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+HAS_MEMORY = importlib.util.find_spec("shared.adapters.memory") is not None
+
+
+def a_release(release_id: str, *, created: datetime = T0, **changes) -> Release:
+    fields = {"trigger": "manual", "repository": "127.0.0.1:5000/shipbot/app", "tag": release_id,
+              "status": Status.BUILDING, **changes}
+    return Release(id=release_id, created=created, **fields)
+
+
+class BlobHarness:
+    """BlobLedgers on one container; every instance is another process's view of the same ledger."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self.container = container
+        self.slept: list[float] = []
+        self.on_sleep = lambda: None  # runs on each of the ledger's waits: lease polls and CAS backoff
+        self.ledger = self.other()
+
+    def other(self, *, lease_wait_seconds: float = 1.0, backoff: bool = False) -> BlobLedger:
+        """`backoff`: really wait between compare-and-swap attempts, as in production, where the jitter is
+        what keeps two busy writers from colliding round after round."""
+        return BlobLedger(container=self.container, sleep=self._backoff if backoff else self._sleep,
+                          lease_seconds=15, lease_wait_seconds=lease_wait_seconds, lease_poll_seconds=0.25)
+
+    def _sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.on_sleep()
+
+    def _backoff(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        time.sleep(seconds)
+
+    def written(self) -> object:
+        """Changes whenever any document is written."""
+        return {b.name: b.etag for b in self.container.list_blobs()}
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[list[float]]:
+        """Yields a list that holds, after the block, how long the ledger waited inside it."""
+        before, waited = len(self.slept), []
+        try:
+            yield waited
+        finally:
+            waited.append(sum(self.slept[before:]))
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        from shared.adapters import memory
+
+        self.ledger = memory.MemoryLedger(lease_wait_seconds=0.3)
+        self.on_sleep = None  # the fake waits on a lock: nothing to hook
+
+    def other(self, *, lease_wait_seconds: float = 0.3, backoff: bool = False):
+        self.ledger.lease_wait_seconds = lease_wait_seconds
+        return self.ledger  # the fake's state lives in its instance
+
+    def written(self) -> object:
+        return self.ledger.writes
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[list[float]]:
+        start, waited = time.monotonic(), []
+        try:
+            yield waited
+        finally:
+            waited.append(time.monotonic() - start)
+
+
+@pytest.fixture(params=[
+    pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py not yet")),
+    pytest.param("blob", marks=pytest.mark.integration),
+])
+def harness(request: pytest.FixtureRequest):
+    if request.param == "memory":
+        return MemoryHarness()
+    return BlobHarness(request.getfixturevalue("blob_container"))
+
+
+@pytest.fixture
+def blob(blob_container: ContainerClient) -> BlobHarness:
+    return BlobHarness(blob_container)
+
+
+# -- releases -----------------------------------------------------------------------------------------------
+def test_a_created_release_reads_back_equal(harness) -> None:
+    model = Model(name="diabetes", version="3", sha256="ab" * 32, blob_name="diabetes/3/model.joblib",
+                  uploaded=T0 - timedelta(hours=1))
+    release = a_release("r-0123456789abcdef", commit="c" * 40, model=model, recipe="docker:1",
+                        digest="sha256:" + "d" * 64, deployed=("staging",),
+                        history=(Entry(at=T0, what="planned", by="test", detail="x"),))
+    harness.ledger.create_release(release)
+    assert harness.ledger.get_release(release.id) == release
+
+
+def test_creating_a_release_twice_raises_exists(harness) -> None:
+    harness.ledger.create_release(a_release("r-1"))
+    with pytest.raises(errors.Exists):
+        harness.ledger.create_release(a_release("r-1", trigger="git_push"))
+    assert harness.ledger.get_release("r-1").trigger == "manual"
+
+
+def test_a_missing_release_raises_not_found(harness) -> None:
+    with pytest.raises(errors.NotFound):
+        harness.ledger.get_release("r-missing")
+    with pytest.raises(errors.NotFound):
+        harness.ledger.update_release("r-missing", lambda r: r.with_(held=True))
+
+
+def test_an_update_applies_the_change_and_returns_it(harness) -> None:
+    harness.ledger.create_release(a_release("r-1"))
+    updated = harness.ledger.update_release(
+        "r-1", lambda r: r.with_(status=Status.GREEN, entry=Entry(T0, "green", "t")))
+    assert updated.status is Status.GREEN and len(updated.history) == 1
+    assert harness.ledger.get_release("r-1") == updated
+
+
+def test_two_concurrent_writers_lose_no_update(harness) -> None:
+    harness.ledger.create_release(a_release("r-1"))
+    writers = [harness.other(backoff=True), harness.other(backoff=True)]
+
+    def increment_50_times(ledger) -> None:
+        for _ in range(50):
+            ledger.update_release("r-1", lambda r: r.with_(build_attempts=r.build_attempts + 1))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(increment_50_times, writers))
+    assert harness.ledger.get_release("r-1").build_attempts == 100
+
+
+def test_a_change_that_returns_its_input_writes_nothing(harness) -> None:
+    harness.ledger.create_release(a_release("r-1"))
+    harness.ledger.update_environment("staging", lambda e: e.with_(entry=Entry(T0, "made", "t")))
+    before = harness.written()
+    assert harness.ledger.update_release("r-1", lambda r: r) == harness.ledger.get_release("r-1")
+    harness.ledger.update_release("r-1", lambda r: r.with_(held=False))  # equal, though a new object
+    harness.ledger.update_environment("staging", lambda e: e)
+    harness.ledger.update_environment("production", lambda e: e)  # missing, and stays so
+    assert harness.written() == before
+    assert harness.ledger.get_environment("production") == Environment("production")
+
+
+def test_a_change_that_raises_leaves_the_document_alone(harness) -> None:
+    harness.ledger.create_release(a_release("r-1"))
+
+    def refuse(release: Release) -> Release:
+        raise errors.Refused("held")
+
+    with pytest.raises(errors.Refused):
+        harness.ledger.update_release("r-1", refuse)
+    assert harness.ledger.get_release("r-1") == a_release("r-1")
+
+
+def test_releases_list_newest_first_then_by_id(harness) -> None:
+    assert harness.ledger.list_releases() == []
+    made = [a_release("r-b", created=T0), a_release("r-c", created=T0 + timedelta(seconds=5)),
+            a_release("r-a", created=T0), a_release("r-d", created=T0 - timedelta(days=1))]
+    for release in made:
+        harness.ledger.create_release(release)
+    assert [r.id for r in harness.ledger.list_releases()] == ["r-c", "r-b", "r-a", "r-d"]
+
+
+def test_a_few_hundred_releases_list_complete_and_in_order_and_show_updates(harness) -> None:
+    made = [a_release(f"r-{i:04d}", created=T0 + timedelta(minutes=i % 97)) for i in range(300)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(harness.ledger.create_release, made))
+    listed = harness.ledger.list_releases()
+    assert listed == sorted(made, key=lambda r: (r.created, r.id), reverse=True)
+    harness.ledger.update_release("r-0042", lambda r: r.with_(held=True))
+    assert [r.id for r in harness.ledger.list_releases() if r.held] == ["r-0042"]
+
+
+# -- environments -------------------------------------------------------------------------------------------
+def test_a_missing_environment_reads_as_an_empty_one(harness) -> None:
+    assert harness.ledger.get_environment("staging") == Environment("staging")
+
+
+def test_updating_a_missing_environment_creates_it(harness) -> None:
+    deployment = Deployment(release_id="r-1", ref="127.0.0.1:5000/shipbot/app@sha256:" + "e" * 64, at=T0, by="t")
+    made = harness.ledger.update_environment("staging", lambda e: e.with_(current=deployment))
+    assert harness.ledger.get_environment("staging") == made == Environment("staging", current=deployment)
+    assert harness.ledger.get_environment("production") == Environment("production")
+
+
+def test_concurrent_first_updates_of_an_environment_all_land(harness) -> None:
+    writers = [harness.other(backoff=True), harness.other(backoff=True)]
+
+    def add_20_entries(ledger) -> None:
+        for i in range(20):
+            ledger.update_environment("staging", lambda e, i=i: e.with_(entry=Entry(T0, f"step {i}", "t")))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(add_20_entries, writers))
+    assert len(harness.ledger.get_environment("staging").history) == 40
+
+
+# -- leases -------------------------------------------------------------------------------------------------
+def test_a_second_holder_waits_and_then_gets_lease_busy(harness) -> None:
+    second = harness.other(lease_wait_seconds=0.3)
+    with harness.ledger.lease_environment("staging"), harness.waiting() as waited, \
+            pytest.raises(errors.LeaseBusy), second.lease_environment("staging"):
+        pytest.fail("two holders of one lease")
+    assert waited[0] >= 0.25
+
+
+def test_a_waiting_holder_gets_the_lease_once_the_first_lets_go(harness) -> None:
+    second = harness.other(lease_wait_seconds=30)
+    waiting, released, got = threading.Event(), threading.Event(), threading.Event()
+    if harness.on_sleep is not None:  # the blob ledger polls: hold its first wait until the lease is let go
+        harness.on_sleep = lambda: (waiting.set(), released.wait(30))
+    else:
+        waiting.set()  # the fake blocks on its lock; nothing to observe
+
+    def take() -> None:
+        with second.lease_environment("staging"):
+            got.set()
+
+    with harness.ledger.lease_environment("staging"):
+        taker = threading.Thread(target=take)
+        taker.start()
+        assert waiting.wait(30)
+        assert not got.is_set()
+    released.set()
+    taker.join(30)
+    assert got.is_set()
+
+
+def test_a_lease_is_let_go_when_its_block_raises(harness) -> None:
+    with pytest.raises(RuntimeError), harness.ledger.lease_environment("staging"):
+        raise RuntimeError("rollout failed")
+    with harness.waiting() as waited, harness.other().lease_environment("staging"):
+        pass
+    assert waited[0] < 0.25  # free at once, not after a wait
+
+
+def test_leases_on_two_environments_are_independent(harness) -> None:
+    with harness.ledger.lease_environment("staging"), harness.other().lease_environment("production"), \
+            pytest.raises(errors.LeaseBusy), harness.other(lease_wait_seconds=0).lease_environment("staging"):
+        pass
+
+
+# -- event markers ------------------------------------------------------------------------------------------
+def test_an_event_marker_is_created_once_and_deleted_idempotently(harness) -> None:
+    event_id = "0f6f1b8e-7d2b-4e55-9a6c-5b0c8a1d2e3f"
+    harness.ledger.create_event_marker(event_id)
+    with pytest.raises(errors.Exists):
+        harness.ledger.create_event_marker(event_id)
+    harness.ledger.delete_event_marker(event_id)
+    harness.ledger.delete_event_marker(event_id)
+    harness.ledger.create_event_marker(event_id)
+
+
+def test_event_ids_of_any_shape_are_markers_of_their_own(harness) -> None:
+    odd = ["a/b", "../x", "with space", "é", "", "x" * 500]
+    for event_id in odd:
+        harness.ledger.create_event_marker(event_id)
+    for event_id in odd:
+        with pytest.raises(errors.Exists):
+            harness.ledger.create_event_marker(event_id)
+    harness.ledger.create_event_marker("a_b")
+
+
+# -- what only the blob layout shows --------------------------------------------------------------------------
+@pytest.mark.integration
+def test_blob_documents_are_the_json_of_to_json_under_the_documented_names(blob: BlobHarness) -> None:
+    blob.ledger.create_release(a_release("r-1"))
+    blob.ledger.update_environment("staging", lambda e: e.with_(entry=Entry(T0, "made", "t")))
+    blob.ledger.create_event_marker("e-1")
+    with blob.ledger.lease_environment("staging"):
+        pass
+    names = sorted(b.name for b in blob.container.list_blobs())
+    assert names == ["environments/staging.json", "events/e-1", "leases/staging", "releases/r-1.json"]
+    doc = json.loads(blob.container.download_blob("releases/r-1.json").readall())
+    assert doc == a_release("r-1").to_json()
+    assert blob.container.get_blob_client("releases/r-1.json").get_blob_properties().content_settings.content_type \
+        == "application/json"
+
+
+@pytest.mark.integration
+def test_a_document_that_keeps_changing_ends_in_ledger_conflict(blob: BlobHarness) -> None:
+    blob.ledger.create_release(a_release("r-1"))
+    meddler = blob.other()
+
+    def change_meanwhile(release: Release) -> Release:
+        meddler.update_release("r-1", lambda r: r.with_(build_attempts=r.build_attempts + 1))
+        return release.with_(held=True)
+
+    with pytest.raises(errors.LedgerConflict):
+        blob.ledger.update_release("r-1", change_meanwhile)
+    assert len(blob.slept) == 9  # ten attempts, a backoff between each two
+    assert blob.ledger.get_release("r-1").build_attempts == 10
+    assert not blob.ledger.get_release("r-1").held
+
+
+@pytest.mark.integration
+def test_a_held_lease_outlives_its_duration_because_it_is_renewed(blob: BlobHarness) -> None:
+    # A lease lasts 15 s (Azure's shortest); another instance polls it, for real, for 17 s.
+    other = BlobLedger(container=blob.container, lease_seconds=15, lease_wait_seconds=17, lease_poll_seconds=1)
+    with blob.ledger.lease_environment("staging"):
+        start = time.monotonic()
+        with pytest.raises(errors.LeaseBusy), other.lease_environment("staging"):
+            pytest.fail("the lease expired while held")
+        assert time.monotonic() - start > 15
+
+
+@pytest.mark.integration
+def test_odd_release_ids_and_environment_names_never_become_blob_paths(blob: BlobHarness) -> None:
+    with pytest.raises(errors.InvalidEvent):
+        blob.ledger.create_release(a_release("../r-1"))
+    with pytest.raises(errors.NotFound):
+        blob.ledger.get_release("r-1/../../x")
+    with pytest.raises(errors.NotFound):
+        blob.ledger.get_environment("../staging")
+    assert not blob.container.exists() or list(blob.container.list_blobs()) == []
+
+
+@pytest.mark.integration
+def test_storage_errors_are_transient_and_name_no_secret(azurite: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    sas = f"BlobEndpoint=http://127.0.0.1:{port}/acct;SharedAccessSignature=sv=2024-01-01&sig=TOPSECRETSIG"
+    unreachable = BlobLedger(container=blob_storage.container_from_connection_string(sas, "ledger", retry_total=0))
+    wrong_key = BlobLedger.from_connection_string(azurite.replace("Eby8", "AAAA"), "ledger")
+    for ledger, secret in ((unreachable, "TOPSECRETSIG"), (wrong_key, "AAAAvdM02x")):
+        with pytest.raises(errors.TransientError) as caught:
+            ledger.get_release("r-1")
+        chain, e = [], caught.value
+        while e is not None:
+            chain.append(str(e))
+            e = e.__cause__ or e.__context__
+        assert chain[0].startswith(("creating the ledger container: ", "reading releases/r-1.json: ")), chain[0]
+        assert not any(secret in text for text in chain), chain
