@@ -97,3 +97,33 @@ def release_image(kind: str = "good") -> SampleImage:
         release_id=release_id))
     return SampleImage(kind=kind, repository=built.repository, tag=built.tag, digest=built.digest,
                      release_id=release_id, commit=commit, model_sha256=built.model_sha256)
+
+
+# -- inputs for the asynchronous builder: a real git repository and a models folder -----------------------
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.test", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+
+
+def app_repository(root: Path, *, dockerfile: str | None = None) -> tuple[Path, str]:
+    """A git repository holding this tree's model_api/ (its Dockerfile replaced when given); its head sha."""
+    repo = root / "app"
+    shutil.copytree(ROOT / "model_api", repo / "model_api",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+    if dockerfile is not None:
+        (repo / "model_api" / "Dockerfile").write_text(dockerfile)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "app"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=GIT_ENV)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
+                         env=GIT_ENV).stdout.strip()
+    return repo, sha
+
+
+class FolderModels:
+    """The Models port over model folders on disk: enough to feed a real build (tests only)."""
+
+    def __init__(self, folders: dict[tuple[str, str], Path]) -> None:
+        self.folders = folders
+
+    def download(self, model, destination: Path) -> None:
+        for path in self.folders[(model.name, model.version)].iterdir():
+            shutil.copyfile(path, destination / path.name)

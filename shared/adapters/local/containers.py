@@ -77,8 +77,8 @@ def create_model_api(client: docker.DockerClient, image_ref: str, *, name: str, 
     pick a free port on 127.0.0.1 (read it with `host_port` once started): no race with other users."""
     remove(client, name)
     published = {f"{MODEL_API_PORT}/tcp": ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)}
-    options = dict(name=name, detach=True, labels=labels or {}, environment=environment or {}, ports=published,
-                   restart_policy={"Name": "unless-stopped"} if restart else None)
+    options = {"name": name, "detach": True, "labels": labels or {}, "environment": environment or {},
+               "ports": published, "restart_policy": {"Name": "unless-stopped"} if restart else None}
     try:
         return client.containers.create(image_ref, **options)
     except docker.errors.ImageNotFound:

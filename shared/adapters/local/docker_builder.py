@@ -1,6 +1,12 @@
 """DockerBuilder: builds a release image on the local Docker engine and pushes it to the local registry.
 It stands where ACR Tasks stands in Azure: same Dockerfile, same build context, same build args and labels.
 
+Two faces. `build(BuildRequest)` builds and pushes synchronously (bench/ and the image tests use it).
+`begin_build(ports.BuildRequest, source, models)` is the ports.Builder face: it returns a build id at once and
+builds in a background thread, one build at a time, like a remote build service; the registry's push
+notification continues the chain, `get_build` tells how a build went (UNKNOWN for ids this process never
+started: a restarted local host forgets its builds, as an expired ACR run would be forgotten).
+
 The build context comes from shared.buildcontext; the image gets only the model runtime its model file
 needs (MODEL_RUNTIMES). Docker SDK errors become shared.errors: a failed build is a BuildFailed (retrying
 the same inputs will fail again), an engine or registry that does not answer is a TransientError.
@@ -8,9 +14,13 @@ the same inputs will fail again), an engine or registry that does not answer is 
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import datetime as dt
+import logging
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +29,12 @@ import docker
 import docker.errors
 
 from model_api import runtimes
-from shared import buildcontext, errors
+from shared import buildcontext, errors, ports
 
 LOG_TAIL_LINES = 30
+DOCKERFILE = "model_api/Dockerfile"
+KEPT_BUILDS = 200  # finished builds remembered for get_build; older ones read as UNKNOWN
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +71,128 @@ class BuiltImage:
 
 class DockerBuilder:
     def __init__(self, *, client: docker.DockerClient, base_image: str = "python:3.11-slim",
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, log_dir: Path | None = None) -> None:
+        """`log_dir`, when given, keeps each background build's log tail as `<build id>.log` and get_build's
+        log_url points at it."""
         self.client = client
         self.base_image = base_image
         self.use_cache = use_cache
+        self.log_dir = log_dir
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._builds: collections.OrderedDict[str, ports.Build] = collections.OrderedDict()
+        self._futures: dict[str, concurrent.futures.Future[None]] = {}
+        self._log_tails: dict[str, str] = {}
 
-    def build(self, request: BuildRequest) -> BuiltImage:
+    @property
+    def recipe(self) -> str:
+        """What besides commit and model decides the image bytes: part of the release key, so stable."""
+        return f"docker:{self.base_image}:{DOCKERFILE}"
+
+    # -- ports.Builder: asynchronous, like ACR Tasks ----------------------------------------------------------
+    def begin_build(self, request: ports.BuildRequest, source: ports.Source, models: ports.Models) -> str:
+        build_id = _new_build_id()
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                                       thread_name_prefix="docker-builder")
+            self._remember(ports.Build(build_id, ports.BuildState.RUNNING))
+            self._futures[build_id] = self._executor.submit(self._run, build_id, request, source, models)
+        return build_id
+
+    def get_build(self, build_id: str) -> ports.Build:
+        with self._lock:
+            return self._builds.get(build_id) or ports.Build(build_id, ports.BuildState.UNKNOWN)
+
+    def log_tail(self, build_id: str) -> str:
+        """The last lines of a failed build's log ("" when there is none)."""
+        with self._lock:
+            return self._log_tails.get(build_id, "")
+
+    def wait(self, build_id: str, *, timeout: float) -> ports.Build:
+        """Blocks until the build is over or `timeout` seconds passed, then answers as get_build does."""
+        with self._lock:
+            future = self._futures.get(build_id)
+        if future is not None:
+            concurrent.futures.wait([future], timeout=timeout)
+        return self.get_build(build_id)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stops taking builds; `wait` lets the running one finish."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    def _run(self, build_id: str, request: ports.BuildRequest, source: ports.Source, models: ports.Models) -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="shipbot-build-") as tmp:
+                started = time.perf_counter()
+                tree, model_dir = Path(tmp, "source"), Path(tmp, "model")
+                tree.mkdir()
+                model_dir.mkdir()
+                source.archive(request.commit, tree)
+                models.download(request.model, model_dir)
+                fetch_seconds = time.perf_counter() - started
+                built = self.build(BuildRequest(
+                    source=tree, model_dir=model_dir, repository=request.repository, tag=request.tag,
+                    model_name=request.model.name, model_version=request.model.version, git_commit=request.commit,
+                    source_url=request.source_url, release_id=request.release_id,
+                ), build_id=build_id, model_sha256=request.model.sha256)
+            outcome = ports.Build(build_id, ports.BuildState.SUCCEEDED, digest=built.digest, steps=(
+                ("fetch", round(fetch_seconds, 3)), ("build", round(built.build_seconds, 3)),
+                ("push", round(built.push_seconds, 3))))
+            log.info("build succeeded", extra={"build_id": build_id, "release_id": request.release_id,
+                                               "digest": built.digest, "seconds": built.build_seconds})
+        except Exception as e:  # a background build reports every failure through get_build
+            tail = e.log_tail if isinstance(e, errors.BuildFailed) else ""
+            error = str(e) if isinstance(e, errors.ReleaseError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, errors.ReleaseError):
+                log.exception("build crashed", extra={"build_id": build_id, "release_id": request.release_id})
+            outcome = ports.Build(build_id, ports.BuildState.FAILED, error=error[:500],
+                                  log_url=self._write_log(build_id, f"{error}\n{tail}"))
+            with self._lock:
+                self._log_tails[build_id] = tail
+            log.warning("build failed", extra={"build_id": build_id, "release_id": request.release_id,
+                                               "error": error[:500]})
+        with self._lock:
+            self._remember(outcome)
+            self._futures.pop(build_id, None)
+
+    def _remember(self, build: ports.Build) -> None:
+        self._builds[build.build_id] = build
+        self._builds.move_to_end(build.build_id)
+        finished = [b for b, kept in self._builds.items() if kept.state is not ports.BuildState.RUNNING]
+        for old in finished[: max(0, len(self._builds) - KEPT_BUILDS)]:
+            del self._builds[old]
+            self._log_tails.pop(old, None)
+
+    def _write_log(self, build_id: str, text: str) -> str:
+        if self.log_dir is None:
+            return ""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            path = self.log_dir / f"{build_id}.log"
+            path.write_text(text)
+            return path.resolve().as_uri()
+        except OSError:
+            log.warning("could not keep the build log", extra={"build_id": build_id}, exc_info=True)
+            return ""
+
+    # -- synchronous ------------------------------------------------------------------------------------------
+    def build(self, request: BuildRequest, *, build_id: str | None = None,
+              model_sha256: str | None = None) -> BuiltImage:
+        """Builds and pushes. `model_sha256`, when given, must match the model file (a release names its model
+        by hash: building another file under its name would break "a release is a pure function")."""
         found = runtimes.model_files(request.model_dir)
         if len(found) != 1:
             raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
-        model_sha256 = buildcontext.sha256_file(found[0])
-        build_id = f"local-{uuid.uuid4().hex[:12]}"
+        actual_sha256 = buildcontext.sha256_file(found[0])
+        if model_sha256 is not None and actual_sha256 != model_sha256:
+            raise errors.BuildFailed(f"the model file {found[0].name} has sha256 {actual_sha256}, the release "
+                                     f"expects {model_sha256}")
+        model_sha256 = actual_sha256
+        build_id = build_id or _new_build_id()
         image = f"{request.repository}:{request.tag}"
         build_args = {
             "BASE_IMAGE": self.base_image,
@@ -77,7 +201,7 @@ class DockerBuilder:
             "MODEL_SHA256": model_sha256, "GIT_COMMIT": request.git_commit or "",
             "SOURCE_URL": request.source_url or "", "IMAGE_TAG": image, "BUILD_ID": build_id,
             "RELEASE_ID": request.release_id or "",
-            "CREATED": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "CREATED": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         started = time.perf_counter()
         with tempfile.TemporaryFile() as context:
@@ -92,7 +216,7 @@ class DockerBuilder:
 
     def _build(self, context: object, image: str, build_args: dict[str, str]) -> None:
         try:
-            self.client.images.build(fileobj=context, custom_context=True, dockerfile="model_api/Dockerfile",
+            self.client.images.build(fileobj=context, custom_context=True, dockerfile=DOCKERFILE,
                                      tag=image, buildargs=build_args, rm=True, forcerm=True,
                                      nocache=not self.use_cache)
         except docker.errors.BuildError as e:
@@ -114,3 +238,7 @@ class DockerBuilder:
         if not digest:
             raise errors.TransientError(f"push of {repository}:{tag} reported no digest")
         return digest
+
+
+def _new_build_id() -> str:
+    return f"local-{uuid.uuid4().hex[:12]}"

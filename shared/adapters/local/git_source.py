@@ -95,7 +95,8 @@ class GitSource:
 
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         try:
-            result = subprocess.run(self._command(*args), capture_output=True, timeout=self.timeout_seconds)
+            result = subprocess.run(self._command(*args), capture_output=True, timeout=self.timeout_seconds,
+                                    check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise errors.TransientError(f"git {args[0]} did not run: {type(e).__name__}") from None
         if check and result.returncode != 0:
