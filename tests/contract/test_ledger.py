@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.core.credentials import AccessToken
 from azure.storage.blob import ContainerClient
 
 from shared import errors
@@ -356,3 +357,18 @@ def test_storage_errors_are_transient_and_name_no_secret(azurite: str) -> None:
             e = e.__cause__ or e.__context__
         assert chain[0].startswith(("creating the ledger container: ", "reading releases/r-1.json: ")), chain[0]
         assert not any(secret in text for text in chain), chain
+
+
+
+class FakeCredential:
+    """A TokenCredential; nothing here asks it for a token."""
+
+    def get_token(self, *scopes: str, **kwargs) -> AccessToken:
+        return AccessToken("token", int(time.time()) + 3600)
+
+
+def test_the_cloud_constructor_takes_an_account_url_and_a_token_credential() -> None:
+    ledger = BlobLedger.from_account_url("https://acct.blob.core.windows.net", FakeCredential(), "ledger",
+                                         lease_seconds=30)
+    assert ledger._container.url == "https://acct.blob.core.windows.net/ledger"
+    assert isinstance(ledger._container.credential, FakeCredential)

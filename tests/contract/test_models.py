@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import time
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from azure.core.credentials import AccessToken
 from azure.storage.blob import ContainerClient
 
 from shared import errors
@@ -194,3 +196,13 @@ def test_download_refuses_a_model_file_that_changed_since_it_was_listed(blob: Bl
     blob.put("m", "1", a_version(b"replaced"))
     with pytest.raises(errors.PermanentError):
         blob.models.download(model, tmp_path)
+
+
+def test_the_cloud_constructor_takes_an_account_url_and_a_token_credential() -> None:
+    class FakeCredential:
+        def get_token(self, *scopes: str, **kwargs) -> AccessToken:
+            return AccessToken("token", int(time.time()) + 3600)
+
+    models = BlobModels.from_account_url("https://acct.blob.core.windows.net", FakeCredential(), "models")
+    assert models._container.url == "https://acct.blob.core.windows.net/models"
+    assert isinstance(models._container.credential, FakeCredential)
