@@ -1,0 +1,84 @@
+"""NCRONTAB schedules, as the Azure Functions timer trigger reads them: six fields, UTC.
+
+    {second} {minute} {hour} {day} {month} {day-of-week}       e.g. "0 30 2 * * *" (02:30:00 every day)
+
+Fields take numbers, `*`, lists (`1,15`), ranges (`1-5`), steps (`*/5`, `0-30/10`) and English month and day
+names (JAN, MON); day-of-week counts from Sunday = 0. Parsing and the calendar arithmetic are croniter's; this
+module only holds NCRONTAB's differences from Vixie cron:
+- six fields with the seconds first (a five-field expression is refused, as the Functions host refuses it);
+- day-of-month and day-of-week are ANDed (NCrontab matches a day only when both fields match, where Vixie cron
+  ORs them when both are restricted);
+- no croniter extensions (`L`, `#`, `H`, `?`), which NCrontab does not know;
+- a TimeSpan (`hh:mm:ss` or `d.hh:mm:ss`, which the host accepts on App Service plans) means "one interval
+  after the previous occurrence", as the host's constant schedule does.
+
+Pure. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from croniter import croniter
+
+_FIELD = re.compile(r"[0-9A-Za-z*,/-]+")
+_NAMES = re.compile(r"[A-Za-z]+")
+_KNOWN_NAMES = frozenset({"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+                          "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"})
+_TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One timer's schedule: `next_after(moment)` is the first occurrence strictly after `moment` (UTC)."""
+
+    expression: str
+    interval: timedelta | None = None  # set for a TimeSpan schedule, None for a cron expression
+
+    def next_after(self, moment: datetime) -> datetime:
+        moment = _utc(moment)
+        if self.interval is not None:
+            return moment + self.interval
+        return croniter(self.expression, moment, ret_type=datetime, day_or=False,
+                        second_at_beginning=True).get_next(datetime).astimezone(UTC)
+
+    def occurrences(self, start: datetime, count: int) -> list[datetime]:
+        """The next `count` occurrences after `start` (what the host logs at start-up: its next five)."""
+        out, moment = [], start
+        for _ in range(count):
+            moment = self.next_after(moment)
+            out.append(moment)
+        return out
+
+
+def parse(expression: str) -> Schedule:
+    """An NCRONTAB expression or TimeSpan -> Schedule; ValueError names what is wrong with it."""
+    text = " ".join(expression.split())
+    span = _TIMESPAN.fullmatch(text)
+    if span is not None:
+        days, hours, minutes, seconds = (int(part or 0) for part in span.groups())
+        interval = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if interval <= timedelta(0) or minutes > 59 or seconds > 59:
+            raise ValueError(f"TimeSpan schedule {expression!r} is not a positive interval")
+        return Schedule(text, interval)
+    fields = text.split(" ")
+    if len(fields) != 6:
+        raise ValueError(f"schedule {expression!r} has {len(fields)} fields; NCRONTAB needs 6: "
+                         "{second} {minute} {hour} {day} {month} {day-of-week}")
+    for field in fields:
+        if not _FIELD.fullmatch(field):
+            raise ValueError(f"schedule {expression!r}: field {field!r} is not NCRONTAB")
+        unknown = {name.upper() for name in _NAMES.findall(field)} - _KNOWN_NAMES
+        if unknown:
+            raise ValueError(f"schedule {expression!r}: {sorted(unknown)} are not month or day names")
+    if not croniter.is_valid(text, second_at_beginning=True):
+        raise ValueError(f"schedule {expression!r} is not a valid NCRONTAB expression")
+    return Schedule(text)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("schedules work on aware datetimes (UTC); got a naive one")
+    return moment.astimezone(UTC)
