@@ -171,3 +171,18 @@ def test_the_default_environments_are_staging_on_8081_and_production_on_8080():
     deployer = DockerDeployer(client=localstack.docker_client())
     assert (deployer.url("staging"), deployer.url("production")) == ("http://127.0.0.1:8081", "http://127.0.0.1:8080")
     assert deployer_module.DEFAULT_PORTS == {"staging": 8081, "production": 8080}
+
+
+def test_a_switch_onto_a_port_that_something_else_holds_fails_and_leaves_nothing_behind(deployer):
+    ref, expected = release("good")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", deployer.ports["staging"]))
+        squatter.listen()
+
+        verdict = deployer.deploy("staging", ref, expected)
+
+    assert not verdict.passed
+    assert "did not start" in verdict.reason
+    assert verdict.reason.endswith("staging runs nothing now (there was nothing to roll back to)")
+    assert deployer.get_running("staging") is None
+    assert containers_of(deployer) == []

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import docker
 import docker.errors
 import httpx
+import requests
 import tenacity
 from docker.models.containers import Container
 
@@ -64,7 +65,9 @@ def wait_ready(base_url: str, *, timeout_s: float, container: Container | None =
 
 # -- what the smoke runner and the deployer share ------------------------------------------------------------
 # Each helper answers with a reason (empty when all is well) rather than raising: a red smoke test or a failed
-# rollout is an outcome the engine records, not an error. Docker engine errors still raise.
+# rollout is an outcome the engine records, not an error. Docker engine errors still raise; ENGINE_ERRORS are
+# what the Docker SDK raises when the engine fails or does not answer at all.
+ENGINE_ERRORS = (docker.errors.APIError, docker.errors.DockerException, requests.RequestException)
 LOG_LINES = 15
 POLL_SECONDS = 0.2
 
@@ -84,6 +87,16 @@ def create_model_api(client: docker.DockerClient, image_ref: str, *, name: str, 
     except docker.errors.ImageNotFound:
         client.images.pull(image_ref)  # by digest: what was tested is what runs
         return client.containers.create(image_ref, **options)
+
+
+def start(container: Container) -> str:
+    """Start a created container. A start the engine refuses (the image's command does not exist, the port is
+    taken) is a reason; an engine that does not answer at all raises."""
+    try:
+        container.start()
+    except docker.errors.APIError as e:
+        return f"the container did not start: {short(str(e.explanation))}"
+    return ""
 
 
 def host_port(container: Container) -> int:

@@ -84,7 +84,10 @@ class DockerDeployer:
         rehearsal = None
         try:
             rehearsal = self._create(environment, ref, expected.release_id, serving=False)
-            rehearsal.start()
+            reason = containers.start(rehearsal)
+            if reason:
+                step("start")
+                return verdict(f"{ref} {reason.removeprefix('the container ')}; {still}")
             rehearsal_url = f"http://127.0.0.1:{containers.host_port(rehearsal)}"
             step("start")
             reason = containers.await_ready(rehearsal, rehearsal_url, deadline=self.clock() + self.verify_seconds,
@@ -98,9 +101,8 @@ class DockerDeployer:
                 return verdict(f"{reason}; {still}")
         except docker.errors.NotFound:
             raise errors.NotFound(f"image {ref} is not in the registry") from None
-        except docker.errors.APIError as e:
-            raise errors.TransientError(f"Docker engine error while starting {ref}: "
-                                        f"{containers.short(str(e.explanation))}; {still}") from None
+        except containers.ENGINE_ERRORS as e:
+            raise errors.TransientError(f"Docker engine error while starting {ref}: {_explain(e)}; {still}") from None
         finally:
             if rehearsal is not None:
                 _remove(rehearsal)
@@ -120,9 +122,11 @@ class DockerDeployer:
             if old is not None:
                 old.stop(timeout=STOP_GRACE_SECONDS)
             container = self._create(environment, ref, expected.release_id, serving=True)
-            container.start()
-        except docker.errors.APIError as e:
-            return f"Docker engine error: {containers.short(str(e.explanation))}"
+            reason = containers.start(container)
+        except containers.ENGINE_ERRORS as e:
+            return f"Docker engine error: {_explain(e)}"
+        if reason:
+            return reason
         reason = containers.await_ready(container, url, deadline=self.clock() + self.verify_seconds,
                                         budget_seconds=self.verify_seconds, clock=self.clock)
         if not reason and expected.release_id:
@@ -155,9 +159,8 @@ class DockerDeployer:
             return self.client.containers.get(name)
         except docker.errors.NotFound:
             return None
-        except docker.errors.APIError as e:
-            raise errors.TransientError(f"Docker engine error while reading {name}: "
-                                        f"{containers.short(str(e.explanation))}") from None
+        except containers.ENGINE_ERRORS as e:
+            raise errors.TransientError(f"Docker engine error while reading {name}: {_explain(e)}") from None
 
     def _name(self, environment: str) -> str:
         self._port(environment)
@@ -175,3 +178,7 @@ def _remove(container: Container) -> None:
         container.remove(force=True)
     except docker.errors.APIError:
         pass
+
+
+def _explain(e: Exception) -> str:
+    return containers.short(str(getattr(e, "explanation", None) or e))

@@ -74,7 +74,9 @@ class DockerSmokeRunner:
                 return verdict(f"the image has no {e}: nothing to smoke-test with")
             except ValueError as e:
                 return verdict(f"the image's sample files are unusable: {containers.short(str(e))}")
-            container.start()
+            reason = containers.start(container)
+            if reason:
+                return verdict(reason)
             base_url = f"http://127.0.0.1:{containers.host_port(container)}"
             step("start")
 
@@ -92,9 +94,9 @@ class DockerSmokeRunner:
             reason = self._score(base_url, sample, wanted, timeout=deadline - self.clock())
             step("score")
             return verdict(reason)
-        except docker.errors.APIError as e:
+        except containers.ENGINE_ERRORS as e:
             raise errors.TransientError(f"Docker engine error while smoke-testing {ref}: "
-                                        f"{containers.short(str(e.explanation))}") from None
+                                        f"{containers.short(str(getattr(e, 'explanation', None) or e))}") from None
         finally:
             if container is not None:
                 _remove(container)
