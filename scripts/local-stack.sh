@@ -18,6 +18,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 state=${SHIPBOT_STATE:-/var/lib/shipbot}
 registry_addr=${SHIPBOT_REGISTRY_ADDR:-127.0.0.1:5000}
 notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL:-}
+# The registry proves itself to the host's event bridge with this secret (Authorization: Bearer ...): the host
+# reads the same file (stack/host.py), or both take SHIPBOT_REGISTRY_NOTIFY_SECRET.
+notify_secret=${SHIPBOT_REGISTRY_NOTIFY_SECRET:-}
+notify_secret_file=$state/registry-notify.secret
 azurite_version=3.35.0  # the newest whose package declares Node 18 (Debian 12) and 20 support
 # Azurite's blob endpoint for its well-known development account.
 azurite_blob=http://127.0.0.1:10000/devstoreaccount1
@@ -71,6 +75,12 @@ http:
   relativeurls: true
 YAML
   [[ -z $notify_url ]] && return 0
+  if [[ -z $notify_secret ]]; then
+    if [[ ! -s $notify_secret_file ]]; then  # first writer wins (noclobber), the host creates it the same way
+      (umask 077; set -o noclobber; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$notify_secret_file") 2>/dev/null || true
+    fi
+    notify_secret=$(<"$notify_secret_file")
+  fi
   cat <<YAML
 notifications:
   events:
@@ -78,6 +88,8 @@ notifications:
   endpoints:
     - name: shipbot
       url: $notify_url
+      headers:
+        Authorization: [Bearer $notify_secret]
       timeout: 2s
       threshold: 5
       backoff: 1s

@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -200,6 +201,9 @@ def serve(host: Host, *, bind: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully (uvicorn drains requests, lifespan stops the host)."""
     import uvicorn
 
+    # uvicorn handles SIGTERM itself (graceful shutdown), then re-raises it to the handler it found: this one,
+    # so a host that stopped gracefully exits 0 rather than dying of the signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     timeout = host.options.function_timeout
     server = uvicorn.Server(uvicorn.Config(
         Server(host), host=bind, port=port, lifespan="on", access_log=False, log_config=None,
