@@ -231,6 +231,10 @@ class Bridge:
                     log.warning("bridge: listing container %s failed (%s); retrying every poll",
                                 self.options.models_container, type(e).__name__)
                 failing = True
+            except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
+                if not failing:
+                    log.exception("bridge: the blob watcher failed; retrying every poll")
+                failing = True
             self.polls += 1
             await asyncio.sleep(self.options.poll_interval_s)  # the poll interval itself, not a synchronisation
 

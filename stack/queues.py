@@ -111,10 +111,10 @@ class QueueListener:
 
     def _loop(self) -> None:
         idle = MIN_POLL
+        limit = max(min(self._options.threshold, self._options.batch_size - 1), 0)
         while not self._stopping.is_set():
-            with self._changed:  # wait for room: fewer running than the threshold (or none at all)
-                self._changed.wait_for(lambda: self._stopping.is_set() or len(self._running) <= max(
-                    self._options.threshold, 0))
+            with self._changed:  # wait for room: no more running than the threshold
+                self._changed.wait_for(lambda: self._stopping.is_set() or len(self._running) <= limit)
                 room = self._options.batch_size - len(self._running)
             if self._stopping.is_set():
                 break
@@ -124,6 +124,9 @@ class QueueListener:
                     visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds())))
             except AzureError as e:
                 log.warning("queue %s: receive failed (%s); retrying", self.client.queue_name, type(e).__name__)
+                messages = []
+            except Exception:  # a bug of ours must not end the polling silently
+                log.exception("queue %s: receive failed; retrying", self.client.queue_name)
                 messages = []
             if not messages:
                 self._stopping.wait(idle)  # idle backoff, interrupted by stop()

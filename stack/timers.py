@@ -138,7 +138,10 @@ class Timers:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a timer that cannot fire must not stop the others
+                log.exception("timers: firing failed")
             dues = [t.next_due for t in self.timers.values() if t.next_due is not None]
             wait = (min(dues) - self._clock.now()).total_seconds() if dues else MAX_WAIT_S
             self._wakeup.wait(min(max(wait, 0.0), MAX_WAIT_S))

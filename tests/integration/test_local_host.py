@@ -173,6 +173,36 @@ def test_a_message_that_always_fails_moves_to_the_poison_queue_after_max_dequeue
                    what="the message to leave its queue")
 
 
+def test_no_more_than_batch_size_messages_run_at_once(azurite: str, tmp_path: Path, names) -> None:
+    queue, port = names("batch"), free_port()
+    running, peak, lock, release = [0], [0], threading.Lock(), threading.Event()
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name=queue, connection="SHIPBOT_STORAGE")
+    def hold(msg: func.QueueMessage) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            assert release.wait(20), "the test never released the messages"
+        finally:
+            with lock:
+                running[0] -= 1
+
+    options = {"version": "2.0", "extensions": {"queues": {"batchSize": 2, "newBatchThreshold": 0}}}
+    with serving(host(app, tmp_path, port, host_json=options), port=port):
+        client = QueueClient.from_connection_string(azurite, queue)
+        for n in range(5):
+            client.send_message(base64.b64encode(f"job {n}".encode()).decode())
+        eventually(lambda: running[0] == 2, what="two messages running")
+        assert not release.wait(0.5)  # half a second in which a third must not start
+        assert peak[0] == 2
+        release.set()
+        eventually(lambda: client.get_queue_properties().approximate_message_count == 0 and running[0] == 0,
+                   timeout=20, what="all five messages done")
+    assert peak[0] == 2
+
+
 def test_queue_outputs_are_enqueued_base64_after_the_function_returns(azurite: str, tmp_path: Path, names) -> None:
     single, batch, port = names("out"), names("outs"), free_port()
     app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
