@@ -172,7 +172,9 @@ class Bridge:
                 self.deliverer.subscribe(Subscription(name, f"{host_url.rstrip('/')}/runtime/webhooks/eventgrid?{query}"))
         self.watcher: BlobWatcher | None = None
         if storage and self.options.blob_function:
-            container = BlobServiceClient.from_connection_string(storage).get_container_client(
+            # Few, short retries: a poll that fails is simply the next poll's to repeat.
+            container = BlobServiceClient.from_connection_string(
+                storage, retry_total=1, connection_timeout=5, read_timeout=20).get_container_client(
                 self.options.models_container)
             self.watcher = BlobWatcher(container, state_dir / "bridge" / "blob-watcher.json",
                                        subscription_id=self.options.subscription_id,
@@ -183,13 +185,14 @@ class Bridge:
         self._ready = threading.Event()
         self._stopped: asyncio.Event | None = None
         self.polls = 0
+        self._failing = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="bridge", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
-            raise RuntimeError("the event bridge did not start")
+            log.warning("bridge: still starting after 30 s (storage slow to answer?); the host starts anyway")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._loop is not None and self._stopped is not None:
@@ -203,7 +206,12 @@ class Bridge:
     async def _main(self) -> None:
         self._loop, self._stopped = asyncio.get_running_loop(), asyncio.Event()
         await self.deliverer.start()
-        watcher = asyncio.create_task(self._watch()) if self.watcher is not None else None
+        watcher = None
+        if self.watcher is not None:
+            # The first look happens before start() returns, so a blob uploaded once the host answers (as
+            # `shipbot up` then the demo do) is news even on the very first start, when the look is a baseline.
+            await self._poll()
+            watcher = asyncio.create_task(self._watch())
         self._ready.set()
         await self._stopped.wait()
         if watcher is not None:
@@ -213,30 +221,32 @@ class Bridge:
 
     # -- sources ---------------------------------------------------------------------------------------------
     async def _watch(self) -> None:
-        assert self.watcher is not None
-        failing = False
         while True:
-            try:
-                found = await asyncio.to_thread(self.watcher.poll)
-                for event in found:
-                    self.deliverer.enqueue(BLOB_SUBSCRIPTION, event)
-                    log.info("bridge: blob %s -> BlobCreated %s", event["subject"].rpartition("/blobs/")[2],
-                             event["id"], extra={"fields": {"event_id": event["id"]}})
-                await asyncio.to_thread(self.watcher.save)
-                if failing:
-                    log.info("bridge: the blob watcher reaches storage again")
-                failing = False
-            except AzureError as e:
-                if not failing:
-                    log.warning("bridge: listing container %s failed (%s); retrying every poll",
-                                self.options.models_container, type(e).__name__)
-                failing = True
-            except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
-                if not failing:
-                    log.exception("bridge: the blob watcher failed; retrying every poll")
-                failing = True
-            self.polls += 1
             await asyncio.sleep(self.options.poll_interval_s)  # the poll interval itself, not a synchronisation
+            await self._poll()
+
+    async def _poll(self) -> None:
+        assert self.watcher is not None
+        try:
+            found = await asyncio.to_thread(self.watcher.poll)
+            for event in found:
+                self.deliverer.enqueue(BLOB_SUBSCRIPTION, event)
+                log.info("bridge: blob %s -> BlobCreated %s", event["subject"].rpartition("/blobs/")[2],
+                         event["id"], extra={"fields": {"event_id": event["id"]}})
+            await asyncio.to_thread(self.watcher.save)
+            if self._failing:
+                log.info("bridge: the blob watcher reaches storage again")
+            self._failing = False
+        except AzureError as e:
+            if not self._failing:
+                log.warning("bridge: listing container %s failed (%s); retrying every poll",
+                            self.options.models_container, type(e).__name__)
+            self._failing = True
+        except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
+            if not self._failing:
+                log.exception("bridge: the blob watcher failed; retrying every poll")
+            self._failing = True
+        self.polls += 1
 
     def authorizes(self, authorization: str | None) -> bool:
         """Whether the registry's Authorization header carries the shared secret (constant time)."""

@@ -15,7 +15,9 @@ Keys: `$SHIPBOT_STATE/host-keys.json` (stack.keys). Log: JSON lines on stderr, k
 SIGTERM or SIGINT: stop accepting requests, finish the running ones, stop the bridge, the timers and the
 queue pollers, and wait for the invocations they started.
 
-`Host` is also what tests use: construct it with a FunctionApp and a settings dict, serve `Server(host)`.
+`Host` is also what tests use: construct it with a FunctionApp and a settings dict, serve `Server(host)`
+(stack.testing.serving). One Host per app object: the host reads its functions once, and a FunctionApp
+refuses a second `get_functions()`.
 """
 
 from __future__ import annotations
