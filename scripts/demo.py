@@ -37,6 +37,7 @@ BARE = STATE / "app.git"
 WORK = STATE / "app-src"
 MODELS = ROOT / "build" / "demo" / "models"
 TIMEOUT_S = 600
+WEBHOOK_URL = f"{api.DEFAULT_URL}/api/webhooks/github"
 
 
 def say(text: str) -> None:
@@ -97,7 +98,7 @@ def next_version(service: BlobServiceClient) -> int:
     return max(versions, default=0) + 1
 
 
-def follow(client: api.Client, environment: str, *, model_version: int) -> dict:
+def follow(client: api.Client, environment: str, *, model_version: int, quiet: bool = False) -> dict:
     """Prints the ledger history of the release that ships `model_version` until `environment` runs it."""
     deadline, shown, release = time.monotonic() + TIMEOUT_S, 0, None
     while time.monotonic() < deadline:
@@ -107,7 +108,7 @@ def follow(client: api.Client, environment: str, *, model_version: int) -> dict:
         else:
             release = client.get_release(release["id"])
         if release:
-            for entry in release["history"][shown:]:
+            for entry in [] if quiet else release["history"][shown:]:
                 print(f"  {entry['at'][11:19]}  {release['id']}  {entry['what']:<24} {entry['detail'][:90]}")
             shown = len(release["history"])
             if release["status"] in ("failed", "superseded"):
@@ -123,19 +124,22 @@ def score(url: str) -> str:
     body = (MODELS / "1" / "sample-request.json").read_bytes()
     version = httpx.get(f"{url}/version", timeout=5).json()
     result = httpx.post(f"{url}/score", content=body, timeout=5).json()["result"]
-    return f"model {version['model']['version']} release {version['release_id']}: /score -> {result[0]:.2f}, ..."
+    return f"model v{version['model_version']} {version['release_id']}: /score -> [{result[0]:.2f}, ...]"
+
+
+def connect() -> tuple[api.Client, BlobServiceClient]:
+    key = keys.HostKeys.load(STATE).default_function_key
+    return (api.Client(api.DEFAULT_URL, key=key, actor="demo"), BlobServiceClient.from_connection_string(AZURITE))
 
 
 def main() -> int:
     say("shipbot up: Docker engine, registry, Azurite, local functions host and event bridge")
     if cli.main(["up"]) != 0:
         return 1
-    host_keys = keys.HostKeys.load(STATE)
-    client = api.Client(api.DEFAULT_URL, key=host_keys.default_function_key, actor="demo")
-    service = BlobServiceClient.from_connection_string(AZURITE)
+    client, service = connect()
 
     say("a developer pushes the app to the release branch (signed GitHub webhook)")
-    app_repository(STATE / "secrets" / "github-webhook-secret", f"{api.DEFAULT_URL}/api/webhooks/github")
+    app_repository(STATE / "secrets" / "github-webhook-secret", WEBHOOK_URL)
 
     first = next_version(service)
     say(f"a data scientist uploads model v{first}: build, smoke test, staging")

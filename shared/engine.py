@@ -242,7 +242,10 @@ class Engine:
             if r.status is Status.BUILT else r)
         if release.status is not Status.TESTING or release.history[-1].what != "smoke test started":
             return f"release {release_id} is {release.status.value}; no test"
-        verdict = self.ports.smoke.run(release.ref, self._expectation(release))
+        try:
+            verdict = self.ports.smoke.run(release.ref, self._expectation(release))
+        except errors.NotFound as e:  # the image is gone from the registry: nothing left to test
+            verdict = ports.Verdict(passed=False, reason=str(e))
         now = self.ports.clock()
         detail = _steps(verdict)
         if not verdict.passed:
@@ -349,7 +352,7 @@ class Engine:
     def _expectation(self, release: Release) -> ports.Expectation:
         if release.id.startswith("i-"):  # a foreign image reports its own release id, if any
             image = self.ports.registry.get_image(release.repository.split("/", 1)[1], release.digest)
-            return ports.Expectation(image.labels.get(RELEASE_LABEL, ""),
+            return ports.Expectation(image.labels.get(RELEASE_LABEL) or None,
                                      model_sha256=image.labels.get(MODEL_SHA_LABEL) or None, commit=release.commit)
         return ports.Expectation(release.id, model_sha256=release.model.sha256 if release.model else None,
                                  commit=release.commit)

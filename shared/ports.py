@@ -125,7 +125,7 @@ class Registry(Protocol):
 class Expectation:
     """What a smoke test or a rollout's verification checks `/version` against."""
 
-    release_id: str
+    release_id: str | None  # None: not checked (a foreign image that was built without one)
     model_sha256: str | None = None
     commit: str | None = None
 

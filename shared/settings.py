@@ -37,6 +37,8 @@ class Settings:
     model_name: str | None = None
     """Which model the app ships; empty: the name of the most recently uploaded model."""
     base_image: str = "python:3.11-slim"
+    state: str = "/var/lib/shipbot"
+    """SHIPBOT_STATE: the local stack's state directory (build logs, keys, daemons' data). Local only."""
     github_secret: str = field(default="", repr=False)
     azure_devops_secret: str = field(default="", repr=False)
     notify_url: str = field(default="", repr=False)
@@ -89,6 +91,7 @@ class Settings:
             repository=get("REPOSITORY", "shipbot/app"),
             allowed_repositories=tuple(r.strip() for r in get("ALLOWED_REPOSITORIES").split(",") if r.strip()),
             model_name=get("MODEL_NAME") or None, base_image=get("BASE_IMAGE", "python:3.11-slim"),
+            state=get("STATE", "/var/lib/shipbot"),
             github_secret=get("GITHUB_SECRET"), azure_devops_secret=get("AZURE_DEVOPS_SECRET"),
             notify_url=get("NOTIFY_URL"), max_build_attempts=number("MAX_BUILD_ATTEMPTS", 3, int),
             smoke_seconds=number("SMOKE_SECONDS", 180.0), verify_seconds=number("VERIFY_SECONDS", 120.0),

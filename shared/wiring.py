@@ -38,9 +38,10 @@ def local_ports(settings: Settings) -> ports.Ports:
                 else notifiers.LogNotifier())
     return ports.Ports(
         ledger=blob_ledger.BlobLedger.from_connection_string(settings.storage, settings.ledger_container),
-        source=git_source.GitSource(repo=Path(settings.git_repo)),
+        source=git_source.GitSource(repo=Path(settings.git_repo), source_url=f"file://{settings.git_repo}"),
         models=blob_models.BlobModels.from_connection_string(settings.storage, settings.models_container),
-        builder=docker_builder.DockerBuilder(client=client, base_image=settings.base_image),
+        builder=docker_builder.DockerBuilder(client=client, base_image=settings.base_image,
+                                             log_dir=Path(settings.state) / "builds"),
         registry=registry.DistributionRegistry(host=settings.registry),
         smoke=smoke.DockerSmokeRunner(client=client, budget_seconds=settings.smoke_seconds),
         deployer=deployer.DockerDeployer(client=client, ports={"staging": settings.staging_port,
