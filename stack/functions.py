@@ -143,8 +143,7 @@ class Invoker:
             http_response = self._outputs(function, outs, returned)
         except BaseException as e:
             logs.invocation(function=function.name, trigger=function.kind, invocation=invocation,
-                            duration_ms=(time.perf_counter() - started) * 1000, outcome="failed",
-                            error=f"{type(e).__name__}: {e}")
+                            duration_ms=(time.perf_counter() - started) * 1000, outcome="failed", error=e)
             raise
         finally:
             logs.invocation_id.reset(token)

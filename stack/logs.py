@@ -82,11 +82,12 @@ def configure(redact: Redactor, *, level: int = logging.INFO) -> None:
 
 
 def invocation(*, function: str, trigger: str, invocation: str, duration_ms: float, outcome: str,
-               error: str | None = None) -> None:
-    """The one line each invocation writes."""
+               error: BaseException | None = None) -> None:
+    """The one line each invocation writes; a failure carries the exception and its traceback."""
     fields = {"function": function, "trigger": trigger, "invocation_id": invocation,
               "duration_ms": round(duration_ms, 1), "outcome": outcome}
-    if error:
-        fields["error"] = error
-    INVOCATIONS.log(logging.INFO if outcome == "succeeded" else logging.WARNING,
-                    "invocation %s of %s %s", invocation, function, outcome, extra={"fields": fields})
+    if error is not None:
+        fields["exception"] = f"{type(error).__name__}: {error}"
+    INVOCATIONS.log(logging.INFO if error is None else logging.WARNING, "invocation %s of %s %s", invocation,
+                    function, outcome, extra={"fields": fields},
+                    exc_info=(type(error), error, error.__traceback__) if error is not None else None)
