@@ -4,17 +4,22 @@ everything answering and returns with the same host.
 
 It uses the real state directory and port 7071, as an operator would. A host that this test started is
 stopped afterwards (only the host: the daemons are shared with every other test and engineer). Skipped until
-the local host (stack/host.py) exists. End-to-end tests of the API verbs belong to the engine's suite.
+the local host (stack/host.py) exists. Starting and purging environment containers is exercised on a
+container of the test's own. End-to-end tests of the API verbs belong to the engine's suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import docker
+import docker.errors
 import httpx
 import pytest
 
@@ -70,3 +75,20 @@ def test_shipbot_up_twice_starts_one_host_and_the_second_returns_at_once(stack):
     assert f"host already running, pid {pid}" in second.stdout
     assert lifecycle.host_pid(stack) == pid
     print(f"shipbot up: first {first_s:.1f} s, second {second_s:.1f} s")
+
+
+def test_up_starts_a_stopped_environment_container_and_purge_removes_it(docker_client):
+    name = f"shipbot-test-env-{uuid.uuid4().hex[:8]}"  # never the real environments: others use them
+    container = docker_client.containers.create("python:3.11-slim", ["sleep", "300"], name=name)
+    try:
+        assert lifecycle.start_environments((name,)) == [f"started {name} again"]
+        container.reload()
+        assert container.status == "running"
+        assert lifecycle.start_environments((name,)) == []  # a running one is left alone
+        assert lifecycle.remove_environments((name,)) == [f"removed {name}"]
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(name)
+        assert lifecycle.remove_environments((name,)) == []  # idempotent
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(name).remove(force=True)
