@@ -42,8 +42,13 @@ def enqueue(out: func.Out[list[str]], outcome: Outcome) -> None:
         out.set([job.to_message() for job in outcome.jobs])
 
 
-def event_grid_envelope(event: func.EventGridEvent) -> dict[str, Any]:
-    """The envelope as Event Grid sent it, rebuilt from the binding's fields for shared.events."""
+def event_grid_envelope(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
+    """The envelope as Event Grid sent it, rebuilt from the binding's fields for shared.events. The Python
+    worker hands a CloudEvents 1.0 delivery over as func.CloudEvent, whatever the annotation says."""
+    if isinstance(event, func.CloudEvent) or hasattr(event, "specversion"):
+        return {"specversion": event.specversion, "id": event.id, "source": event.source, "type": event.type,
+                "time": event.time.isoformat() if event.time else None, "subject": event.subject,
+                "data": event.get_json()}
     return {"id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
             "eventTime": event.event_time.isoformat() if event.event_time else None,
             "dataVersion": event.data_version, "data": event.get_json()}

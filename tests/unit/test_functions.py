@@ -189,3 +189,15 @@ def test_bad_queue_message_is_dropped_not_retried(world):
     message = func.QueueMessage(id="m1", body=b"not a job")
     FUNCTIONS["run_job"](message)  # does not raise: a poison loop helps nobody
     assert world.ledger.writes == 0
+
+
+def test_cloudevents_delivery_builds_like_event_grid(world):
+    doc = json.loads((FIXTURES / "cloudevents_blob_created.json").read_text())
+    doc = doc[0] if isinstance(doc, list) else doc
+    name, version = doc["subject"].split("/blobs/")[1].split("/")[:2]
+    world.models.put(name, version, {"model.joblib": b"m"}, uploaded=datetime.now(UTC))
+    event = func.CloudEvent(id=doc["id"], source=doc["source"], type=doc["type"], specversion="1.0",
+                            data=doc["data"], time=datetime.fromisoformat(doc["time"].replace("Z", "+00:00")),
+                            subject=doc["subject"])
+    FUNCTIONS["model_uploaded"](event, jobs=Out())
+    assert len(world.builder.requests) == 1
