@@ -26,7 +26,7 @@ stack:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt model_api/requirements*.txt pyproject.toml
+$(VENV)/.installed: requirements*.txt model_api/requirements*.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .  # the `shipbot` command, .venv/bin/shipbot, from this checkout

@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 state=${SHIPBOT_STATE:-/var/lib/shipbot}
 registry_addr=${SHIPBOT_REGISTRY_ADDR:-127.0.0.1:5000}
-notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL:-}
+notify_url=${SHIPBOT_REGISTRY_NOTIFY_URL-http://127.0.0.1:7071/runtime/bridge/registry}  # set it empty for none
 # The registry proves itself to the host's event bridge with this secret (Authorization: Bearer ...): the host
 # reads the same file (stack/host.py), or both take SHIPBOT_REGISTRY_NOTIFY_SECRET.
 notify_secret=${SHIPBOT_REGISTRY_NOTIFY_SECRET:-}
@@ -100,7 +100,7 @@ YAML
 registry() {
   mkdir -p "$state/registry/data" "$state/log"
   local config=$state/registry/config.yml
-  registry_config >"$config.new"
+  (umask 077; registry_config >"$config.new")  # it holds the notification secret
   if curl -sf "http://$registry_addr/v2/" >/dev/null; then
     if cmp -s "$config" "$config.new"; then rm "$config.new"; return 0; fi
     log "registry config changed: restarting it"

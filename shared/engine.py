@@ -282,8 +282,9 @@ class Engine:
         environment = planning.check_environment(job.environment, ENVIRONMENTS)
         with self.ledger.lease_environment(environment):
             env = self.ledger.get_environment(environment)
-            if env.previous is None:
-                raise errors.Refused(f"{environment} has no previous release to roll back to")
+            if env.previous is None or (job.release_id and env.previous.release_id != job.release_id):
+                raise errors.Refused(f"{environment} has no previous release to roll back to, or it changed "
+                                     "since the rollback was asked for")
             back = self.ledger.get_release(env.previous.release_id)
             verdict = self.ports.deployer.deploy(environment, env.previous.ref, self._expectation(back))
             now = self.ports.clock()

@@ -53,5 +53,6 @@ def rollout(environment: str, release_id: str, *, by: str = "shipbot", reason: s
                automatic=automatic)
 
 
-def rollback(environment: str, *, by: str, reason: str) -> Job:
-    return Job("rollback", environment=environment, by=by, reason=reason, automatic=False)
+def rollback(environment: str, to: str, *, by: str, reason: str) -> Job:
+    """Back to the release `to` (the environment's previous one when the job was asked for)."""
+    return Job("rollback", release_id=to, environment=environment, by=by, reason=reason, automatic=False)

@@ -62,7 +62,7 @@ def rollback(engine: Engine, environment: str, *, by: str, reason: str) -> Job:
     env = engine.ledger.get_environment(planning.check_environment(environment, ENVIRONMENTS))
     if env.previous is None:
         raise errors.Refused(f"{environment} has no previous release to roll back to")
-    return jobs.rollback(environment, by=by, reason=reason)
+    return jobs.rollback(environment, env.previous.release_id, by=by, reason=reason)
 
 
 def hold(engine: Engine, release_id: str, *, by: str, reason: str, held: bool = True) -> Release:

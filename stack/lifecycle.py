@@ -34,6 +34,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from stack import keys
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST_MODULE = "stack.host"
 ENVIRONMENT_CONTAINERS = ("shipbot-staging", "shipbot-production")
@@ -76,10 +78,20 @@ class Stack:
     def keys_file(self) -> Path:
         return self.state / "host-keys.json"
 
+    @property
+    def app_repo(self) -> Path:
+        """The application's git repository (bare), unless SHIPBOT_GIT_REPO names another."""
+        return Path(self.environ.get("SHIPBOT_GIT_REPO") or self.state / "app.git")
+
     def child_environ(self) -> dict[str, str]:
         env = dict(self.environ)
         env["SHIPBOT_STATE"] = str(self.state)
         env.setdefault("SHIPBOT_REGISTRY_NOTIFY_URL", self.bridge_url)
+        env["SHIPBOT_GIT_REPO"] = str(self.app_repo)
+        # The webhooks' shared secrets, made once per machine; the demo's git hook reads the same file.
+        for name, file in (("SHIPBOT_GITHUB_SECRET", "github-webhook-secret"),
+                           ("SHIPBOT_AZURE_DEVOPS_SECRET", "azure-devops-webhook-secret")):
+            env[name] = keys.shared_secret(self.state / "secrets" / file, override=env.get(name))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")]))
         return env
 
@@ -104,6 +116,7 @@ def up(stack: Stack, *, timeout_s: float = 120.0, note: Callable[[str], None] = 
         _script(stack, "up", output=script_output)
         for started_again in start_environments(stack.environments):
             note(started_again)
+        _app_repository(stack)
         if host_answers(stack):
             return Up(host_pid(stack), False, time.monotonic() - t0)
         pid, started = host_pid(stack), False
@@ -235,6 +248,14 @@ def _script(stack: Stack, verb: str, *, output: TextIO | None) -> None:
     if result.returncode != 0:
         raise StackError(f"scripts/local-stack.sh {verb} failed (exit {result.returncode}); its logs are in "
                          f"{stack.state / 'log'}")
+
+
+def _app_repository(stack: Stack) -> None:
+    """An empty bare repository for the app when there is none, so that the host has a source to read."""
+    if not (stack.app_repo / "HEAD").exists():
+        stack.app_repo.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(stack.app_repo)],
+                       check=True, stdin=subprocess.DEVNULL)
 
 
 def _spawn_host(stack: Stack) -> int:
