@@ -81,24 +81,30 @@ def http_errors(handler):
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest, *args, **kwargs) -> func.HttpResponse:
         try:
-            return handler(req, *args, **kwargs)
-        except events.Unauthenticated as e:
-            return error(401, "unauthenticated", str(e))
-        except events.TooLarge as e:
-            return error(413, "too_large", str(e))
-        except errors.InvalidEvent as e:
-            return error(400, "bad_request", str(e))
-        except errors.NotFound as e:
-            return error(404, "not_found", str(e))
-        except (errors.Exists, errors.PermanentError) as e:
-            return error(409, "refused", str(e))
-        except errors.TransientError as e:
-            log.warning("transient failure: %s", e)
-            return error(503, "unavailable", f"try again: {e}")
+            response = handler(req, *args, **kwargs)
+        except errors.ReleaseError as e:
+            response = _error_response(e)
+            log.warning("%s %s: %d %s", req.method, handler.__name__, response.status_code, e)
+            return response
         except Exception:
             log.exception("unexpected failure in %s", handler.__name__)
             return error(500, "internal", "internal error; the host log has the details")
+        return response
     return wrapper
+
+
+# Most specific first: the first class that matches decides.
+STATUS = ((events.Unauthenticated, 401, "unauthenticated"), (events.TooLarge, 413, "too_large"),
+          (errors.InvalidEvent, 400, "bad_request"), (errors.NotFound, 404, "not_found"),
+          (errors.Exists, 409, "refused"), (errors.PermanentError, 409, "refused"),
+          (errors.TransientError, 503, "unavailable"))
+
+
+def _error_response(e: errors.ReleaseError) -> func.HttpResponse:
+    for kind, status, code in STATUS:
+        if isinstance(e, kind):
+            return error(status, code, f"try again: {e}" if status == 503 else str(e))
+    return error(500, "internal", str(e))
 
 
 def json_body(req: func.HttpRequest, *, optional: bool = True) -> dict[str, Any]:

@@ -38,6 +38,7 @@ WORK = STATE / "app-src"
 MODELS = ROOT / "build" / "demo" / "models"
 TIMEOUT_S = 600
 WEBHOOK_URL = f"{api.DEFAULT_URL}/api/webhooks/github"
+SHOWN: dict[str, int] = {}  # history lines already printed, per release
 
 
 def say(text: str) -> None:
@@ -100,7 +101,7 @@ def next_version(service: BlobServiceClient) -> int:
 
 def follow(client: api.Client, environment: str, *, model_version: int, quiet: bool = False) -> dict:
     """Prints the ledger history of the release that ships `model_version` until `environment` runs it."""
-    deadline, shown, release = time.monotonic() + TIMEOUT_S, 0, None
+    deadline, release = time.monotonic() + TIMEOUT_S, None
     while time.monotonic() < deadline:
         if release is None:
             release = next((r for r in client.list_releases(limit=20)
@@ -108,9 +109,9 @@ def follow(client: api.Client, environment: str, *, model_version: int, quiet: b
         else:
             release = client.get_release(release["id"])
         if release:
-            for entry in [] if quiet else release["history"][shown:]:
+            for entry in [] if quiet else release["history"][SHOWN.get(release["id"], 0):]:
                 print(f"  {entry['at'][11:19]}  {release['id']}  {entry['what']:<24} {entry['detail'][:90]}")
-            shown = len(release["history"])
+            SHOWN[release["id"]] = len(release["history"])
             if release["status"] in ("failed", "superseded"):
                 raise SystemExit(f"release {release['id']} {release['status']}: {release['reason']}")
             env = {e["name"]: e for e in client.list_environments()}[environment]

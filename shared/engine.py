@@ -197,6 +197,10 @@ class Engine:
             return [jobs.test(release.id)]  # its test job was lost, or is queued (running it twice is safe)
         if release.status is Status.TESTING and planning.stuck(release, self.ports.clock(),
                                                                after=self.config.stuck_after):
+            now = self.ports.clock()  # its test died with its worker: make it claimable again
+            self.ledger.update_release(release.id, lambda r: r.with_(
+                status=Status.BUILT, entry=Entry(now, "smoke test lost", "reconcile", "retrying"))
+                if r.status is Status.TESTING else r)
             return [jobs.test(release.id)]
         return []
 
@@ -236,11 +240,15 @@ class Engine:
         return self._rollback(job)
 
     def _test(self, release_id: str) -> str:
-        now = self.ports.clock()
-        release = self.ledger.update_release(release_id, lambda r: r.with_(
-            status=Status.TESTING, entry=Entry(now, "smoke test started", "shipbot", r.ref or ""))
-            if r.status is Status.BUILT else r)
-        if release.status is not Status.TESTING or release.history[-1].what != "smoke test started":
+        now, claimed = self.ports.clock(), [False]
+
+        def claim(r: Release) -> Release:  # called again after a 412: the last call says who won
+            claimed[0] = r.status is Status.BUILT
+            return r.with_(status=Status.TESTING, entry=Entry(now, "smoke test started", "shipbot", r.ref or "")) \
+                if claimed[0] else r
+
+        release = self.ledger.update_release(release_id, claim)
+        if not claimed[0]:  # a duplicate job, or the release moved on (superseded, already tested)
             return f"release {release_id} is {release.status.value}; no test"
         try:
             verdict = self.ports.smoke.run(release.ref, self._expectation(release))

@@ -351,13 +351,15 @@ class Fields:
             raise errors.InvalidEvent(f"{self.where}.{key} has no time zone")
         return moment.astimezone(UTC)
 
-    def url(self, key: str) -> str:
-        """An http(s) URL without its query string, fragment and user info (a SAS token or password)."""
+    def url(self, key: str, *, local: bool = False) -> str:
+        """An http(s) URL without its query string, fragment and user info (a SAS token or password).
+        `local` also allows a file:///path URL (a git repository on this machine)."""
         try:
             parts = urlsplit(self.text(key))
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        is_file = local and parts is not None and parts.scheme == "file" and not parts.netloc and parts.path
+        if not is_file and (parts is None or parts.scheme not in ("http", "https") or not parts.hostname):
             raise errors.InvalidEvent(f"{self.where}.{key} is not an http(s) URL")
         return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 

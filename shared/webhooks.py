@@ -81,7 +81,7 @@ def _github_push(delivery: str, push: events.Fields, branch: str) -> events.Comm
     repository = push.obj("repository")
     return events.CommitPushed(
         event_id=delivery, source="github", repository=repository.text("full_name"), branch=branch,
-        commit=_commit(push, "after"), clone_url=repository.url("clone_url"),
+        commit=_commit(push, "after"), clone_url=repository.url("clone_url", local=True),
         pusher=push.obj("pusher").text("name"), event_time=_pushed_at(repository))
 
 

@@ -286,3 +286,26 @@ def test_hold_is_recorded_with_who_and_why(world):
     release_id = world.ship("1")
     release = operations.hold(world.engine, release_id, by="ana", reason="audit")
     assert release.held and release.history[-1].by == "ana" and release.history[-1].detail == "audit"
+
+
+def test_two_test_jobs_at_once_run_one_smoke_test(world):
+    world.deliver(world.upload("1"))
+    build_id = next(iter(world.builder.requests))
+    digest = world.builder.succeed(build_id, world.registry)
+    [job] = world.deliver(world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest))
+    inside, release = threading.Event(), threading.Event()
+    real_run = world.smoke.run
+
+    def slow_run(ref, expected):
+        inside.set()
+        release.wait(5)
+        return real_run(ref, expected)
+
+    world.smoke.run = slow_run
+    first = threading.Thread(target=world.engine.run, args=(job,))
+    first.start()
+    assert inside.wait(5)
+    assert "no test" in world.engine.run(job)  # the duplicate, while the first is still testing
+    release.set()
+    first.join()
+    assert len(world.smoke.runs) == 1
