@@ -24,7 +24,7 @@ from shared.settings import Settings
 log = logging.getLogger("shipbot.functions")
 
 MAX_API_BODY = 64 * 1024
-JOBS_QUEUE = "shipbot-jobs"  # fixed: the Bicep, the host and the bindings must agree
+JOBS_QUEUE = "%SHIPBOT_JOBS_QUEUE%"  # a binding expression: the app setting names the queue (shipbot-jobs)
 
 
 @functools.cache

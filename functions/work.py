@@ -1,7 +1,7 @@
 """The work queue: smoke tests, rollouts and rollbacks, one message each.
 
 A job is safe to run twice. A transient failure (an engine that does not answer, a busy lease) raises, so the
-queue makes the message visible again; after host.json's maxDequeueCount it lands in `shipbot-jobs-poison`,
+queue makes the message visible again; after host.json's maxDequeueCount it lands in `<queue>-poison`,
 where reconcile's view of the ledger still finds the release it concerns. A message that is not a job is
 logged and dropped.
 """

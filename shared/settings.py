@@ -48,6 +48,8 @@ class Settings:
     smoke_seconds: float = 180.0
     """The smoke test's budget: a cold model_api image loads and warms up in ~5 s; ample for bigger models."""
     verify_seconds: float = 120.0
+    environment_prefix: str = "shipbot"
+    """Local environments are the containers `<prefix>-staging` and `<prefix>-production`."""
     staging_port: int = 8081
     production_port: int = 8080
     stuck_minutes: float = 15.0
@@ -95,6 +97,7 @@ class Settings:
             github_secret=get("GITHUB_SECRET"), azure_devops_secret=get("AZURE_DEVOPS_SECRET"),
             notify_url=get("NOTIFY_URL"), max_build_attempts=number("MAX_BUILD_ATTEMPTS", 3, int),
             smoke_seconds=number("SMOKE_SECONDS", 180.0), verify_seconds=number("VERIFY_SECONDS", 120.0),
+            environment_prefix=get("ENVIRONMENT_PREFIX", "shipbot"),
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
             stuck_minutes=number("STUCK_MINUTES", 15.0),
         )

@@ -46,7 +46,8 @@ def local_ports(settings: Settings) -> ports.Ports:
         smoke=smoke.DockerSmokeRunner(client=client, budget_seconds=settings.smoke_seconds),
         deployer=deployer.DockerDeployer(client=client, ports={"staging": settings.staging_port,
                                                                "production": settings.production_port},
-                                         verify_seconds=settings.verify_seconds),
+                                         verify_seconds=settings.verify_seconds,
+                                         name_prefix=settings.environment_prefix),
         notifier=notifier,
         clock=lambda: datetime.now(UTC),
     )
