@@ -264,3 +264,22 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(bot, models):
     container.upload_blob("odd name/1/model.joblib", b"x", overwrite=True)
     container.upload_blob("diabetes/1/extra/model.joblib", b"x", overwrite=True)
     assert bot.releases() == before
+
+
+def test_two_rollouts_at_the_same_moment_run_one_at_a_time(bot, models):
+    bot.commit_and_push("app v1")
+    first = live_on_staging(bot, models, "1")
+    second = live_on_staging(bot, models, "2")
+    # Two operators at once; the jobs run on two queue workers in parallel and meet at the lease.
+    for release in (first, second):
+        response = bot.api("POST", "/api/environments/production/promote",
+                           json={"release_id": release["id"], "reason": "race", "force": True})
+        assert response.status_code == 202
+    bot.wait(lambda: [e["what"] for e in bot.environments()["production"]["history"]].count("deployed") == 2,
+             what="both rollouts are recorded")
+    env = bot.environments()["production"]
+    deployed = [e for e in env["history"] if e["what"] == "deployed"]
+    assert env["current"]["release_id"] == deployed[-1]["detail"].split(":")[0]  # the last one recorded won
+    running = env["running"].split("@")[1]
+    assert running == bot.release(env["current"]["release_id"])["digest"]  # ledger and container agree
+    assert env["previous"]["release_id"] != env["current"]["release_id"]

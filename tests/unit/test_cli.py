@@ -116,6 +116,8 @@ class Run:
 
 @pytest.fixture
 def api() -> FakeApi:
+    global NOW  # ages are relative to now: a suite that ran for minutes before this test must not shift them
+    NOW = datetime.now(UTC).replace(microsecond=0)
     return FakeApi()
 
 
