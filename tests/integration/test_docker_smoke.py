@@ -35,7 +35,8 @@ def test_the_sample_image_passes_every_step(runner):
 
     assert verdict.passed, verdict.reason
     assert [name for name, _ in verdict.steps] == ["start", "ready", "version", "score"]
-    assert 0 < sum(seconds for _, seconds in verdict.steps) <= verdict.seconds < BUDGET
+    assert 0 < sum(seconds for _, seconds in verdict.steps) <= verdict.seconds + 0.005 * len(verdict.steps)  # each rounded to ms
+    assert verdict.seconds < BUDGET
 
 
 def test_a_model_that_does_not_load_fails_at_once_with_model_apis_error(runner):
