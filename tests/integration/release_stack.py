@@ -9,13 +9,12 @@ host already running on 7071 (`shipbot up`, `make demo`) is stopped for the test
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import httpx
 from azure.storage.blob import BlobServiceClient
 
 from shared.settings import AZURITE
-from stack import keys, lifecycle
+from stack import keys, lifecycle, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 7071  # the registry's notifications go to the bridge on this port
@@ -202,14 +201,10 @@ class Bot:
     # -- waiting ----------------------------------------------------------------------------------------------
     def wait(self, check, *, what: str, timeout: float = DEADLINE_S):
         """Polls `check` until it returns something truthy; the deadline only bounds a failure."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting until {what}; host log tail:\n{self.host_log()[-4000:]}")
-            time.sleep(0.1)
+        try:
+            return testing.eventually(check, timeout=timeout, interval=0.1, what=what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; host log tail:\n{self.host_log()[-4000:]}") from None
 
     def wait_release(self, predicate, *, what: str) -> dict:
         return self.wait(lambda: next((r for r in self.releases() if predicate(r)), None), what=what)
@@ -228,25 +223,18 @@ class Bot:
             assert self.version(environment)["release_id"] == release_id
         return env
 
-    def wait_jobs_done(self) -> None:
-        """Until the jobs queue is empty and stays empty across one poll of the host's queue listener."""
-        from azure.storage.queue import QueueClient
-        queue = QueueClient.from_connection_string(AZURITE, f"jobs-{self.name}")
-
-        def empty() -> bool:
-            try:
-                return queue.get_queue_properties().approximate_message_count == 0
-            except Exception:
-                return True
-        self.wait(empty, what="the jobs queue is empty")
-
 
 def previous_host() -> lifecycle.Stack | None:
-    """A host already on 7071 (shipbot up), stopped for the tests; returned so it can be restarted."""
+    """A host already on 7071 (shipbot up), stopped for the tests; returned, with the checkout and the Python
+    it ran from, so that it can be started again as it was."""
     stack = lifecycle.Stack(state=Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot")), port=PORT,
                             environ=dict(os.environ))
-    return stack if lifecycle.stop_host(stack) else None
+    pid = lifecycle.host_pid(stack)
+    if pid is None:
+        return None
+    root = Path(os.readlink(f"/proc/{pid}/cwd"))
+    python = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    lifecycle.stop_host(stack)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    return dataclasses.replace(stack, root=root, python=python, environ=environ)
 
-
-def json_dumps(doc: Any) -> bytes:
-    return json.dumps(doc).encode()
