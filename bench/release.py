@@ -5,12 +5,12 @@ On the local stack that `shipbot up` starts (the same one `make demo` uses), eac
 version (new weights, so a new release) and times, from the ledger's history and a poll of staging:
 
     delivery   upload finished -> the model_uploaded function planned the release (blob watcher + Event Grid)
-    build      build started -> image built (Docker engine, cached dependency layers)
-    push       image pushed to the registry
-    notify     push done -> the image_pushed function saw it (registry notification + bridge), plus queueing
+    image      build started -> the image_pushed function saw the image: build, push, registry notification
+    (build, push: the builder's own figures inside `image`, when it had them at push time)
+    queue      image seen -> smoke test started (the work queue)
     smoke      the smoke test (container start, /readyz, /version, sample /score)
-    rollout    start, ready, verify and switch of the staging container
-    total      upload finished -> staging's /version reports the release
+    rollout    smoke test passed -> staging verified: start, ready, verify and switch of the staging container
+    total      upload finished -> staging's /version reports the release (polled every 50 ms)
 
 Prints each run, then p50 and max per step. Timings are reported, never asserted.
 
@@ -20,6 +20,7 @@ Prints each run, then p50 and max per step. Timings are reported, never asserted
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import sys
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli import main as cli  # noqa: E402
 from scripts import demo  # noqa: E402
 
-STEPS = ("delivery", "build", "push", "notify", "smoke", "rollout", "total")
+STEPS = ("delivery", "image", "build", "push", "queue", "smoke", "rollout", "total")
 SECONDS = re.compile(r"(\w+) ([0-9.]+) s")
 
 
@@ -59,16 +60,21 @@ def one_run(client, service, version: int, timeout_s: float) -> dict[str, float]
     done = time.time()
     history = {e["what"]: e for e in client.get_release(release["id"])["history"]}
     built = steps(history["image pushed"]["detail"])
-    deployed = steps(history["deployed to staging"]["detail"])
     return {
         "delivery": at(history["planned"]) - uploaded,
+        "image": at(history["image pushed"]) - at(history["build started"]),
         "build": built.get("build", float("nan")),
         "push": built.get("push", float("nan")),
-        "notify": at(history["smoke test started"]) - at(history["build started"]) - sum(built.values()),
+        "queue": at(history["smoke test started"]) - at(history["image pushed"]),
         "smoke": at(history["smoke test passed"]) - at(history["smoke test started"]),
-        "rollout": sum(deployed.values()) or (at(history["deployed to staging"]) - at(history["smoke test passed"])),
+        "rollout": at(history["deployed to staging"]) - at(history["smoke test passed"]),
         "total": done - uploaded,
     }
+
+
+def _stat(how, rows: list[dict[str, float]], step: str) -> str:
+    values = [r[step] for r in rows if not math.isnan(r[step])]
+    return f"{how(values):.1f}" if values else "-"
 
 
 def main() -> int:
@@ -87,9 +93,12 @@ def main() -> int:
     for run in range(args.runs):
         row = one_run(client, service, first + run, args.timeout)
         rows.append(row)
-        print(f"{run + 1:<5}" + "".join(f"{row[s]:>10.1f}" for s in STEPS), flush=True)
-    print(f"{'p50':<5}" + "".join(f"{statistics.median(r[s] for r in rows):>10.1f}" for s in STEPS))
-    print(f"{'max':<5}" + "".join(f"{max(r[s] for r in rows):>10.1f}" for s in STEPS))
+        print(f"{run + 1:<5}" + "".join(f"{row[s]:>10.1f}" if not math.isnan(row[s]) else f"{'-':>10}"
+                                         for s in STEPS), flush=True)
+    print(f"{'p50':<5}" + "".join(f"{_stat(statistics.median, rows, s):>10}" for s in STEPS))
+    print(f"{'max':<5}" + "".join(f"{_stat(max, rows, s):>10}" for s in STEPS))
+    print("rollout steps of the last run:", client.get_release(client.list_releases(limit=1)[0]["id"])
+          ["history"][-1]["detail"])
     return 0
 
 
