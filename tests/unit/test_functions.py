@@ -201,3 +201,20 @@ def test_cloudevents_delivery_builds_like_event_grid(world):
                             subject=doc["subject"])
     FUNCTIONS["model_uploaded"](event, jobs=Out())
     assert len(world.builder.requests) == 1
+
+
+def test_azure_devops_push_with_the_shared_secret_plans_a_release(world):
+    import base64
+    world.models.put("diabetes", "1", {"model.joblib": b"m"}, uploaded=datetime.now(UTC))
+    body = (FIXTURES / "azure_devops_git_push.json").read_bytes()
+    commit = json.loads(body)["resource"]["refUpdates"][0]["newObjectId"]
+    world.source.commit(commit, at=datetime.now(UTC))
+    good = {"Authorization": "Basic " + base64.b64encode(f"shipbot:{SECRET}".encode()).decode(),
+            "Content-Type": "application/json"}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"shipbot:guess").decode()}
+    status, doc, _ = call("git_webhook", "POST", "webhooks/azure-devops", body, headers=bad,
+                          route_params={"provider": "azure-devops"})
+    assert status == 401 and world.ledger.writes == 0
+    status, doc, _ = call("git_webhook", "POST", "webhooks/azure-devops", body, headers=good,
+                          route_params={"provider": "azure-devops"})
+    assert status == 202 and doc["release"]["commit"] == commit
