@@ -1,5 +1,6 @@
-"""The Registry port's contract, run against every adapter of it: the in-memory fake and DistributionRegistry
-on the local distribution registry (images pushed there by the real Docker engine)."""
+"""The Registry port's contract, run against every adapter of it: the in-memory fake, DistributionRegistry and
+AcrRegistry (anonymous, as it reads any OCI registry) on the local distribution registry (images pushed there
+by the real Docker engine)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 import pytest
 
 from shared import errors
+from shared.adapters.azure.acr_registry import AcrRegistry
 from shared.adapters.local.registry import DistributionRegistry
 from tests import localstack
 
@@ -39,6 +41,16 @@ class DistributionHarness:
         return digest
 
 
+class AcrHarness(DistributionHarness):
+    """AcrRegistry without a credential, over plain HTTP: the OCI calls it makes are the ones ACR answers."""
+
+    name = "acr"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = AcrRegistry(host=localstack.REGISTRY, scheme="http")
+
+
 class MemoryHarness:
     name = "memory"
     repository = "shipbot-test/registry-contract"
@@ -56,10 +68,11 @@ class MemoryHarness:
 
 @pytest.fixture(params=[
     pytest.param("distribution", marks=pytest.mark.integration),
+    pytest.param("acr", marks=pytest.mark.integration),
     pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
 ])
 def harness(request):
-    return DistributionHarness() if request.param == "distribution" else MemoryHarness()
+    return {"distribution": DistributionHarness, "acr": AcrHarness, "memory": MemoryHarness}[request.param]()
 
 
 def test_an_image_is_found_by_tag_and_by_digest_with_its_labels(harness):
