@@ -1,5 +1,6 @@
-"""The Deployer port's contract, run against every adapter of it: the in-memory fake and DockerDeployer on
-the local Docker engine (containers on free ports under a test-only name, never the real shipbot-<env>)."""
+"""The Deployer port's contract, run against every adapter of it: the in-memory fake, DockerDeployer on
+the local Docker engine (containers on free ports under a test-only name, never the real shipbot-<env>), and
+KubernetesDeployer over the fake Kubernetes API server (tests/fakes/kube_apiserver.py, real client, HTTPS)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,43 @@ class MemoryHarness:
         pass
 
 
+class KubernetesHarness:
+    """A fake cluster whose staging Deployment infra creates (running a placeholder image) before the first
+    release is deployed into it; a broken release never becomes available (ProgressDeadlineExceeded)."""
+
+    def __init__(self) -> None:
+        from shared.adapters.azure import kubernetes_deployer
+        from tests.fakes.kube_apiserver import KubeApiServer
+
+        self.api = KubeApiServer(tokens={"contract-token"}).__enter__()
+        target = kubernetes_deployer.Target.parse("staging/app/model-api@app:80")
+        self.deployer = kubernetes_deployer.KubernetesDeployer(api_client=self.api.api_client(),
+                                                               targets={"staging": target}, verify_seconds=5)
+
+    def release(self, n: int) -> tuple[str, ports.Expectation]:
+        if ("staging", "app") not in self.api.deployments:  # what infra (Bicep, Helm) does once
+            self.api.add_deployment("staging", "app", image="registry.test/placeholder:infra")
+            self.api.add_service("staging", "app")
+        ref = f"registry.test/app@sha256:{str(n) * 64}"
+        self.api.versions[ref] = {"release_id": f"r-{n}"}
+        return ref, ports.Expectation(f"r-{n}")
+
+    def broken(self) -> tuple[str, ports.Expectation]:
+        ref = "registry.test/app@sha256:" + "b" * 64
+        self.api.behaviour[ref] = "never"
+        return ref, ports.Expectation("r-broken")
+
+    def close(self) -> None:
+        self.api.__exit__(None, None, None)
+
+
 @pytest.fixture(params=[
     pytest.param("docker", marks=pytest.mark.integration),
     pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
+    "kubernetes",
 ])
 def harness(request):
-    harness = DockerHarness() if request.param == "docker" else MemoryHarness()
+    harness = {"docker": DockerHarness, "memory": MemoryHarness, "kubernetes": KubernetesHarness}[request.param]()
     yield harness
     harness.close()
 
