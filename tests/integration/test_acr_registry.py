@@ -22,7 +22,7 @@ from shared import errors
 from shared.adapters.azure.acr_import import ArmImageImport
 from shared.adapters.azure.acr_registry import AcrRegistry
 from tests import localstack
-from tests.fakes import arm_registry, selfsigned
+from tests.fakes import acr_auth, arm_registry, selfsigned
 from tests.fakes.static_token import StaticToken
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,42 @@ def test_an_arm_import_over_a_tag_on_another_digest_is_refused_without_calling_a
     registry.promote(SOURCE, other, target_repository=target, tag="p", force=True)
     assert registry.get_image(target, "p").digest == other
     assert [body["mode"] for method, _, _, body in arm.requests if method == "POST"] == ["Force"]
+
+
+@pytest.fixture
+def acr(tmp_path) -> Iterator[tuple[acr_auth.FakeAcr, str, str]]:
+    """(state, login server, certificate file) of the fake ACR token exchange in front of the local registry."""
+    certificate = selfsigned.make_certificate(tmp_path)
+    state = acr_auth.FakeAcr(aad_token="aad-token", backend=localstack.REGISTRY)
+    with selfsigned.https_server(acr_auth.AcrHandler, *certificate, acr=state) as server:
+        yield state, f"127.0.0.1:{server.server_address[1]}", str(certificate[0])
+    state.http.close()
+
+
+def test_with_a_credential_the_entra_id_token_is_traded_for_acr_tokens_to_read_and_promote(image, acr):
+    state, host, certificate = acr
+    _, digest = image
+    credential = StaticToken("aad-token")
+    registry = AcrRegistry(host=host, credential=credential, connection_verify=certificate)
+    target = unique("shipbot-test/acr-prod")
+
+    found = registry.get_image(SOURCE, digest)
+    registry.promote(f"{host}/{SOURCE}", digest, target_repository=f"{host}/{target}", tag="r-acr")
+
+    assert (found.repository, found.digest) == (f"{host}/{SOURCE}", digest)
+    assert found.labels["dev.shipbot.release.id"] == "r-acr"
+    assert AcrRegistry(host=localstack.REGISTRY, scheme="http").get_image(target, "r-acr").digest == digest
+    assert set(credential.scopes) == {("https://containerregistry.azure.net/.default",)}
+    assert ("exchange", host) in state.exchanges
+    assert ("token", f"repository:{target}:pull,push") in state.exchanges
+
+
+def test_a_credential_acr_does_not_accept_is_a_permanent_error_without_the_token(image, acr):
+    _, host, certificate = acr
+    _, digest = image
+    registry = AcrRegistry(host=host, credential=StaticToken("someone-else"), connection_verify=certificate,
+                           retry_total=0)
+
+    with pytest.raises(errors.PermanentError, match="denied") as caught:
+        registry.get_image(SOURCE, digest)
+    assert "someone-else" not in str(caught.value)
