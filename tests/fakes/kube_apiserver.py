@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "ports": "containerPort",
               "volumes": "name", "volumeMounts": "mountPath", "imagePullSecrets": "name"}
@@ -177,7 +177,7 @@ class KubeApiServer:
                                           name="fake-apiserver", daemon=True),
                          threading.Thread(target=self._control, name="fake-controller", daemon=True)]
 
-    def __enter__(self) -> KubeApiServer:
+    def __enter__(self) -> Self:
         for thread in self._threads:
             thread.start()
         return self
@@ -418,7 +418,7 @@ class KubeApiServer:
         if selector and not match:
             return handler.reply(400, status(400, "BadRequest", f'"{selector}" is not a known field selector'))
         name = match[1] if match else None
-        wanted = lambda key: key[0] == namespace and (name is None or key[1] == name)  # noqa: E731
+        wanted = lambda key: key[0] == namespace and (name is None or key[1] == name)
         with self._changed:
             items = [copy.deepcopy(d) for k, d in self.deployments.items() if wanted(k)]
             version = self._version
@@ -497,11 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle/delayed-ACK stalls
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._body = None  # one handler serves every request of a kept-alive connection
         self.server.api.handle(self, "GET")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._body = None
         self.server.api.handle(self, "PATCH")
 
@@ -534,10 +534,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout, OSError):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -133,10 +133,9 @@ def test_the_aks_path_takes_server_and_ca_from_arm_and_authenticates_with_entra_
 
 
 def test_an_aks_cluster_arm_does_not_know_is_not_found():
-    with FakeArm(token="arm-1") as arm:
-        with pytest.raises(errors.NotFound, match="rg-1/missing"):
-            aks.aks_cluster(Tokens(Clock()), subscription_id="sub-1", resource_group="rg-1", cluster="missing",
-                            base_url=arm.url, connection_verify=arm.ca_file)
+    with FakeArm(token="arm-1") as arm, pytest.raises(errors.NotFound, match="rg-1/missing"):
+        aks.aks_cluster(Tokens(Clock()), subscription_id="sub-1", resource_group="rg-1", cluster="missing",
+                        base_url=arm.url, connection_verify=arm.ca_file)
 
 
 def test_arm_refusing_the_token_is_a_permanent_error():
@@ -145,6 +144,22 @@ def test_arm_refusing_the_token_is_a_permanent_error():
         with pytest.raises(errors.PermanentError, match="AKS Cluster User"):
             aks.aks_cluster(Tokens(Clock()), subscription_id="sub-1", resource_group="rg-1", cluster="aks-1",
                             base_url=arm.url, connection_verify=arm.ca_file, retry_total=0)
+
+
+def test_the_cluster_resource_id_names_subscription_group_and_cluster():
+    resource_id = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.ContainerService/managedClusters/aks-1"
+    assert aks.parse_cluster_id(resource_id) == {"subscription_id": "sub-1", "resource_group": "rg-1",
+                                                 "cluster": "aks-1"}
+
+
+@pytest.mark.parametrize("resource_id", [
+    "", "/subscriptions/sub-1/resourceGroups/rg-1",
+    "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.ContainerRegistry/registries/acr",
+    "/subscriptions//resourceGroups/rg-1/providers/Microsoft.ContainerService/managedClusters/aks-1",
+])
+def test_a_resource_id_of_something_else_is_refused(resource_id):
+    with pytest.raises(errors.PermanentError, match="managedClusters/<name>"):
+        aks.parse_cluster_id(resource_id)
 
 
 # -- kubeconfigs --------------------------------------------------------------------------------------------

@@ -271,7 +271,8 @@ def test_a_malformed_target_is_refused_with_the_form_it_should_take(spec):
         kd.Target.parse(spec)
 
 
-def deployment(generation=2, observed=2, replicas=2, updated=2, total=2, available=2, progressing="NewReplicaSetAvailable"):
+def deployment(generation=2, observed=2, replicas=2, updated=2, total=2, available=2,
+               progressing="NewReplicaSetAvailable"):
     return client.V1Deployment.from_dict({
         "metadata": {"name": "app", "generation": generation},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "app"}},
@@ -290,7 +291,8 @@ def deployment(generation=2, observed=2, replicas=2, updated=2, total=2, availab
     ({"updated": 1, "total": 3}, (False, False, "1 out of 2 new replicas have been updated")),
     ({"total": 3}, (False, False, "1 old replicas are pending termination")),
     ({"available": 1}, (False, False, "1 of 2 updated replicas are available")),
-    ({"replicas": 0, "updated": 0, "total": 0, "available": 0}, (True, False, 'deployment "app" successfully rolled out')),
+    ({"replicas": 0, "updated": 0, "total": 0, "available": 0},
+     (True, False, 'deployment "app" successfully rolled out')),
 ])
 def test_rollout_status_says_what_kubectl_rollout_status_says(kwargs, expected):
     assert tuple(kd.rollout_status(deployment(**kwargs))) == expected
@@ -300,7 +302,8 @@ def test_rollout_status_says_what_kubectl_rollout_status_says(kwargs, expected):
     ({"release_id": "r-1", "model_sha256": "m", "git_commit": "c"}, ports.Expectation("r-1", "m", "c"), ""),
     ({"release_id": "r-1"}, ports.Expectation("r-1"), ""),
     ({"release_id": "r-2"}, ports.Expectation("r-1"), "/version reports release r-2, expected r-1"),
-    ({"release_id": "r-1", "model_sha256": "x"}, ports.Expectation("r-1", "m"), "/version reports model sha256 x, expected m"),
+    ({"release_id": "r-1", "model_sha256": "x"}, ports.Expectation("r-1", "m"),
+     "/version reports model sha256 x, expected m"),
     ({}, ports.Expectation(None, commit="c"), "/version reports commit None, expected c"),
 ])
 def test_a_version_document_is_compared_field_by_field(version, expected, reason):

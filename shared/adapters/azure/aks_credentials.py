@@ -115,6 +115,18 @@ def configuration(cluster: Cluster, credential: TokenCredential, *,
     return config
 
 
+def parse_cluster_id(resource_id: str) -> dict[str, str]:
+    """SHIPBOT_AKS_RESOURCE_ID, `/subscriptions/<s>/resourceGroups/<g>/providers/Microsoft.ContainerService/
+    managedClusters/<name>` -> the keyword arguments of aks_cluster and api_client."""
+    parts = resource_id.strip().strip("/").split("/")
+    if len(parts) != 8 or [p.lower() for p in parts[0:8:2]] != [
+            "subscriptions", "resourcegroups", "providers", "managedclusters"] or \
+            parts[5].lower() != "microsoft.containerservice" or not all(parts[1:8:2]):
+        raise errors.PermanentError("the AKS resource id must be /subscriptions/<id>/resourceGroups/<group>/"
+                                    "providers/Microsoft.ContainerService/managedClusters/<name>")
+    return {"subscription_id": parts[1], "resource_group": parts[3], "cluster": parts[7]}
+
+
 def aks_cluster(credential: TokenCredential, *, subscription_id: str, resource_group: str, cluster: str,
                 **arm_options: Any) -> Cluster:
     """The AKS cluster's server and CA, from ARM's listClusterUserCredential. `arm_options` go to the

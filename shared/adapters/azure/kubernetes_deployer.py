@@ -120,10 +120,12 @@ def version_mismatch(version: Mapping[str, Any], expected: ports.Expectation) ->
 
 class KubernetesDeployer:
     def __init__(self, *, api_client: client.ApiClient, targets: Mapping[str, Target],
-                 rollout_seconds: float = 300.0, verify_seconds: float = 30.0, conflict_attempts: int = 5,
+                 rollout_seconds: float = 240.0, verify_seconds: float = 30.0, conflict_attempts: int = 5,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         """`api_client` carries the cluster's URL, CA and credentials (aks_credentials.api_client for AKS,
-        kubeconfig_api_client for any cluster); `targets` maps each environment to its Target."""
+        kubeconfig_api_client for any cluster); `targets` maps each environment to its Target. A deploy takes at
+        most about 2 x rollout_seconds + verify_seconds (rollout, verify, rollback): 240 + 30 + 240 s stays within
+        the Functions host's 10-minute functionTimeout."""
         self.api_client = api_client
         self.apps, self.core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
         self.targets = dict(targets)
@@ -237,6 +239,7 @@ class KubernetesDeployer:
             state = self._watch(target, deployment.metadata.resource_version, deadline, state)
             if state.done or state.failed:
                 return "" if state.done else state.message
+            self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))  # a watch that ended early: no spin
 
     def _watch(self, target: Target, resource_version: str, deadline: float, state: Rollout) -> Rollout:
         """Follows the Deployment's events until its rollout is done or failed, the watch ends or time is up."""
