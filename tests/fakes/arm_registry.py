@@ -8,7 +8,9 @@ client, over HTTPS (tests/fakes/selfsigned.py), as ARM does for this long-runnin
                         Location:             {provider}/locations/{loc}/operationResults/{id}?api-version=V
     GET  .../operationStatuses/{id}   -> 200 {"id", "name", "status": "InProgress" | "Succeeded" | "Failed",
                                               "startTime", ["endTime"], ["error": {"code", "message"}]}
-    GET  .../operationResults/{id}    -> 204 once the operation ended
+    GET  .../operationResults/{id}    -> 202 while it runs, 204 once it succeeded, 400 + error if it failed
+    With `async_operation=False` the 202 carries Location only, and the client polls that (ARM's other
+    long-running-operation pattern; which one importImage uses in Azure is not pinned down here, so both are).
     anything unauthenticated          -> 401 {"error": {"code": "AuthenticationFailed", ...}} + WWW-Authenticate
     an unknown registry               -> 404 {"error": {"code": "ResourceNotFound", ...}}
     a body without source.sourceImage -> 400 {"error": {"code": "InvalidParameters", ...}}
@@ -62,8 +64,9 @@ class FakeArm:
     """State shared by the handler threads: registries, operations, recorded requests, the expected token."""
 
     def __init__(self, *, token: str, registries: dict[str, str], polls: int = 2,
-                 api_version: str = "2025-11-01", location: str = "westeurope") -> None:
+                 api_version: str = "2025-11-01", location: str = "westeurope", async_operation: bool = True) -> None:
         self.token = token
+        self.async_operation = async_operation
         self.registries = registries
         self.polls = polls
         self.api_version = api_version
@@ -127,21 +130,29 @@ class ArmHandler(BaseHTTPRequestHandler):
         base = f"https://{self.headers['Host']}/subscriptions/{match['sub']}/providers/Microsoft.ContainerRegistry/" \
                f"locations/{arm.location}"
         query = f"?api-version={arm.api_version}"
-        self._send(202, b"", {"Azure-AsyncOperation": f"{base}/operationStatuses/{operation.id}{query}",
-                              "Location": f"{base}/operationResults/{operation.id}{query}"})
+        headers = {"Location": f"{base}/operationResults/{operation.id}{query}"}
+        if arm.async_operation:
+            headers["Azure-AsyncOperation"] = f"{base}/operationStatuses/{operation.id}{query}"
+        self._send(202, b"", headers)
 
     def _operation(self, arm: FakeArm, match: re.Match) -> None:
         with arm.lock:
             operation = arm.operations.get(match["id"])
         if operation is None:
             return self._error(404, "OperationNotFound", f"no operation {match['id']}")
-        if match["kind"] == "operationResults":
+        if match["kind"] == "operationResults" and arm.async_operation:
             return self._send(204 if operation.status != "InProgress" else 202, b"", {})
         with arm.lock:
             run = operation.status == "InProgress" and operation.polls_left <= 0
             operation.polls_left -= 1
         if run:
             self._run(arm, operation)
+        if match["kind"] == "operationResults":  # Location polling: the status is the HTTP status
+            if operation.status == "InProgress":
+                return self._send(202, b"", {"Location": f"https://{self.headers['Host']}{self.path}"})
+            if operation.status == "Failed":
+                return self._json(400, {"error": operation.error})
+            return self._send(204, b"", {})
         document = {"id": f"{self.path.split('?')[0]}", "name": operation.id, "status": operation.status,
                     "startTime": operation.start}
         if operation.end:

@@ -178,10 +178,12 @@ def test_a_missing_source_image_is_not_found_and_nothing_is_tagged():
         registry.get_image(target, "r-none")
 
 
-@pytest.fixture
-def arm(tmp_path) -> Iterator[arm_registry.FakeArm]:
+@pytest.fixture(params=["azure-asyncoperation", "location"])
+def arm(request, tmp_path) -> Iterator[arm_registry.FakeArm]:
+    """The fake ARM endpoint doing imports into the local registry, with either polling pattern."""
     certificate = selfsigned.make_certificate(tmp_path)
-    state = arm_registry.FakeArm(token="arm-token", registries={"shipbotacr": localstack.REGISTRY}, polls=1)
+    state = arm_registry.FakeArm(token="arm-token", registries={"shipbotacr": localstack.REGISTRY}, polls=1,
+                                 async_operation=request.param == "azure-asyncoperation")
     with selfsigned.https_server(arm_registry.ArmHandler, *certificate, arm=state) as server:
         state.importer = ArmImageImport(
             subscription_id="sub", resource_group="rg", registry_name="shipbotacr", credential=StaticToken("arm-token"),

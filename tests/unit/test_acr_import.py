@@ -47,6 +47,17 @@ def test_a_failed_import_operation_is_permanent_with_arms_error_code_after_polli
     assert "arm-token" not in str(caught.value)
 
 
+def test_a_failed_import_is_permanent_also_when_arm_is_polled_by_location(arm, certificate):
+    arm.async_operation = False
+    arm.fail_next = {"code": "InvalidParameters", "message": "source image not found"}
+
+    with pytest.raises(errors.PermanentError, match="InvalidParameters"):
+        importer(arm, certificate).import_image(source_host=None, source_repository="shipbot/app", digest=DIGEST,
+                                                target_repository="shipbot/app-prod", tag="r-1", force=False)
+
+    assert len([path for method, path, _, _ in arm.requests if "operationResults" in path]) == arm.polls + 1
+
+
 def test_the_request_names_the_source_by_resource_id_the_digest_the_target_tag_and_the_mode(arm, certificate):
     arm.fail_next = {"code": "Stop", "message": "recorded only"}
 
