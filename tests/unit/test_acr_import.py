@@ -124,3 +124,19 @@ def test_arm_that_does_not_answer_is_transient(certificate):
     with pytest.raises(errors.TransientError, match="did not answer"):
         adapter.import_image(source_host=None, source_repository="shipbot/app", digest=DIGEST,
                              target_repository="shipbot/app", tag="r-1", force=False)
+
+
+def test_the_importer_is_built_from_the_registry_resource_id_and_a_malformed_one_is_refused(arm, certificate):
+    resource_id = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-shipbot/providers/"
+                   "Microsoft.ContainerRegistry/registries/shipbotacr")
+    arm.fail_next = {"code": "Stop", "message": "recorded only"}
+    adapter = ArmImageImport.from_resource_id(resource_id, credential=StaticToken("arm-token"), arm_endpoint=arm.url,
+                                              polling_seconds=0, connection_verify=str(certificate[0]))
+
+    with pytest.raises(errors.PermanentError, match="Stop"):
+        adapter.import_image(source_host=None, source_repository="shipbot/app", digest=DIGEST,
+                             target_repository="shipbot/app", tag="r-1", force=False)
+    assert arm.requests[0][1] == f"{resource_id}/importImage"
+    assert arm.requests[0][3]["source"]["resourceId"] == resource_id
+    with pytest.raises(errors.PermanentError, match="resource id"):
+        ArmImageImport.from_resource_id("shipbotacr", credential=StaticToken())

@@ -17,6 +17,7 @@ code; a 5xx, 408, 429 or a connection error is a TransientError. Messages carry 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMod
 from shared import errors
 
 RESOURCE_ID = "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerRegistry/registries/{}"
+RESOURCE_ID_PATTERN = re.compile(r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)/providers/"
+                                 r"Microsoft\.ContainerRegistry/registries/(?P<name>[^/]+)", re.IGNORECASE)
 
 
 class ArmImageImport:
@@ -49,6 +52,16 @@ class ArmImageImport:
         self._polling = polling_seconds
         self._client = client or ContainerRegistryManagementClient(credential, subscription_id, base_url=arm_endpoint,
                                                                    **client_options)
+
+    @classmethod
+    def from_resource_id(cls, registry_resource_id: str, **options: Any) -> ArmImageImport:
+        """From the target registry's ARM id (SHIPBOT_REGISTRY_RESOURCE_ID); `options` are the constructor's."""
+        match = RESOURCE_ID_PATTERN.fullmatch(registry_resource_id.strip().rstrip("/"))
+        if match is None:
+            raise errors.PermanentError("the registry resource id is not /subscriptions/<id>/resourceGroups/<group>/"
+                                        "providers/Microsoft.ContainerRegistry/registries/<name>")
+        return cls(subscription_id=match["subscription"], resource_group=match["group"],
+                   registry_name=match["name"], **options)
 
     def import_image(self, *, source_host: str | None, source_repository: str, digest: str,
                      target_repository: str, tag: str, force: bool) -> None:

@@ -2,8 +2,9 @@
 
 `credential()` is the one TokenCredential of the Function App: DefaultAzureCredential, which in Azure finds the
 app's managed identity (App Service's IDENTITY_ENDPOINT / IDENTITY_HEADER), and on a developer's machine their
-`az login`. With a user-assigned identity its client id picks it (SHIPBOT_MANAGED_IDENTITY_CLIENT_ID; the same
-id the bindings' `SHIPBOT_STORAGE__clientId` names). Build it once and share it: it caches tokens.
+`az login`. infra/bicep gives the app a system-assigned identity, which needs no id; a user-assigned one is
+picked by its client id (SHIPBOT_MANAGED_IDENTITY_CLIENT_ID, the same id the host's connections would name in
+`...__credential=managedidentity` / `...__clientId`). Build it once and share it: it caches tokens.
 
 `blob_container()` is what the wiring hands BlobLedger and BlobModels in Azure mode: a ContainerClient on an
 account URL plus that credential. The URL is checked first: in Azure mode a connection string, an account
