@@ -1,0 +1,202 @@
+// Event Grid: a system topic on the data account (BlobCreated in the models container) and one on the
+// registry (ImagePushed for ShipBot's repositories), each subscribed by its function through the
+// AzureFunction endpoint type, in the Event Grid schema. That endpoint needs no key in the template (Event
+// Grid fetches the function's system key itself), but the function must exist: a first deployment runs with
+// subscribe = false, the code is published, and a second deployment subscribes (docs/deploy-azure.md).
+//
+// Delivery is retried (maxDeliveryAttempts, eventTimeToLiveInMinutes); what is still undelivered is written
+// to the dead-letter container by the topic's own identity, which gets Storage Blob Data Contributor on that
+// container and nothing else. ShipBot does not depend on every event arriving: the reconcile timer repairs
+// what a lost event left undone.
+
+param location string
+
+@description('Subscribe the functions (they must be published first).')
+param subscribe bool
+
+param dataAccountName string
+param modelsContainerName string
+param deadLetterContainerName string
+param registryName string
+
+@description('Resource id of the Function App; the endpoints are <id>/functions/<function name>.')
+param functionAppId string
+
+@description('Repositories whose pushes are delivered: ShipBot\'s own and the allowed ones.')
+param repositories array
+
+@description('Delivery attempts before an event is dead-lettered (1-30).')
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int
+
+@description('Minutes an event is retried before it is dead-lettered (1-1440).')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveMinutes int
+
+param tags object = {}
+
+resource data 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: dataAccountName
+}
+
+resource dataBlobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: data
+  name: 'default'
+}
+
+resource deadLetter 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: dataBlobs
+  name: deadLetterContainerName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource storageTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: '${dataAccountName}-events'
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    source: data.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource registryTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: '${registryName}-events'
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    source: registry.id
+    topicType: 'Microsoft.ContainerRegistry.Registries'
+  }
+}
+
+resource storageTopicDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetter.id, storageTopic.id, 'storage-blob-data-contributor')
+  scope: deadLetter
+  properties: {
+    // Storage Blob Data Contributor
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+    principalId: storageTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource registryTopicDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetter.id, registryTopic.id, 'storage-blob-data-contributor')
+  scope: deadLetter
+  properties: {
+    // Storage Blob Data Contributor
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+    principalId: registryTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+var retryPolicy = {
+  maxDeliveryAttempts: maxDeliveryAttempts
+  eventTimeToLiveInMinutes: eventTimeToLiveMinutes
+}
+
+var deadLetterDestination = {
+  endpointType: 'StorageBlob'
+  properties: {
+    resourceId: data.id
+    blobContainerName: deadLetterContainerName
+  }
+}
+
+resource modelUploaded 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscribe) {
+  parent: storageTopic
+  name: 'model-uploaded'
+  dependsOn: [
+    storageTopicDeadLetter
+  ]
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/model_uploaded'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.Storage.BlobCreated'
+      ]
+      subjectBeginsWith: '/blobServices/default/containers/${modelsContainerName}/blobs/'
+      // Only calls that leave a complete blob: an ADLS CreateFile makes an empty file (FlushWithClose
+      // completes it). shared/events.py ignores CreateFile as well; this saves the delivery.
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.api'
+          values: [
+            'PutBlob'
+            'PutBlockList'
+            'CopyBlob'
+            'FlushWithClose'
+          ]
+        }
+      ]
+    }
+    retryPolicy: retryPolicy
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: deadLetterDestination
+    }
+  }
+}
+
+resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscribe) {
+  parent: registryTopic
+  name: 'image-pushed'
+  dependsOn: [
+    registryTopicDeadLetter
+  ]
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/image_pushed'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.ContainerRegistry.ImagePushed'
+      ]
+      // One subject prefix cannot name several repositories; the repository field can.
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.target.repository'
+          values: repositories
+        }
+      ]
+    }
+    retryPolicy: retryPolicy
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: deadLetterDestination
+    }
+  }
+}
