@@ -43,9 +43,9 @@ REGISTRY_PATH = re.compile(r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg
 IMPORT = re.compile(REGISTRY_PATH.pattern + r"/importImage")
 OPERATION = re.compile(r"/subscriptions/[^/]+/providers/Microsoft\.ContainerRegistry/locations/[^/]+/"
                        r"(?P<kind>operationStatuses|operationResults)/(?P<id>[^/]+)")
-ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-                    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+IMAGE_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+ACCEPT = ", ".join(INDEX_TYPES + IMAGE_TYPES)
 
 
 @dataclasses.dataclass

@@ -26,8 +26,8 @@ from tests.fakes import acr_auth, arm_registry, selfsigned
 from tests.fakes.static_token import StaticToken
 
 pytestmark = pytest.mark.integration
-ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-                    "application/vnd.docker.distribution.manifest.v2+json"])
+ACCEPT = ("application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+          "application/vnd.docker.distribution.manifest.v2+json")
 SOURCE = "shipbot-test/acr-source"
 LABELS = {"dev.shipbot.release.id": "r-acr", "org.opencontainers.image.revision": "b" * 40}
 
@@ -73,8 +73,8 @@ def second_registry(tmp_path_factory) -> Iterator[str]:
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
                       f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  relativeurls: true\n")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=open(root / "log", "wb"))
+    with open(root / "log", "wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
     host = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10  # it answers within a fraction of a second

@@ -55,17 +55,18 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(root / "log", "wb")
-    process = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--oauth", "basic",
-                                "--cert", str(cert), "--key", str(key),
-                                "--skipApiVersionCheck", "--disableTelemetry", "--location", str(root)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    with open(root / "log", "wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                                    "--oauth", "basic", "--cert", str(cert), "--key", str(key),
+                                    "--skipApiVersionCheck", "--disableTelemetry", "--location", str(root)],
+                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"https://127.0.0.1:{port}/devstoreaccount1"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"{url}?comp=list", verify=ssl.create_default_context(cafile=cert), timeout=1)  # any answer: it is up
+                # Any answer means it is up.
+                httpx.get(f"{url}?comp=list", verify=ssl.create_default_context(cafile=cert), timeout=1)
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
@@ -79,7 +80,6 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-        log.close()
 
 
 def a_release(release_id: str) -> Release:
