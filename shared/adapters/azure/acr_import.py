@@ -10,7 +10,8 @@ redelivered promotion returns early instead of failing).
 
 The call is a long-running operation: POST .../importImage answers 202 with Azure-AsyncOperation and Location
 headers, and the SDK's ARMPolling polls until the operation is Succeeded, Failed or Canceled. This waits for
-the result up to `timeout_seconds`; an import still running then is a TransientError (the retry finds the tag
+the result up to `timeout_seconds` (default 300 s: half of host.json's 10-minute functionTimeout, so the
+invocation still ends in time to report); an import still running then is a TransientError (the retry finds the tag
 in place, or imports again). A failed operation, or a 4xx on the POST, is a PermanentError carrying ARM's error
 code; a 5xx, 408, 429 or a connection error is a TransientError. Messages carry no tokens.
 """
@@ -36,7 +37,7 @@ RESOURCE_ID_PATTERN = re.compile(r"/subscriptions/(?P<subscription>[^/]+)/resour
 class ArmImageImport:
     def __init__(self, *, subscription_id: str, resource_group: str, registry_name: str,
                  credential: TokenCredential | None = None, client: ContainerRegistryManagementClient | None = None,
-                 source_resource_ids: Mapping[str, str] | None = None, timeout_seconds: float = 600.0,
+                 source_resource_ids: Mapping[str, str] | None = None, timeout_seconds: float = 300.0,
                  polling_seconds: float = 5.0, arm_endpoint: str | None = None, **client_options: Any) -> None:
         """The target registry is `registry_name` in `resource_group` of `subscription_id`. `source_resource_ids`
         maps another ACR's login server to its resource id. `polling_seconds` is the status poll interval when
