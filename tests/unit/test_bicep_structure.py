@@ -89,7 +89,8 @@ EXPECTED_ROLES = {
         "SHIPBOT_NOTIFY_URL's reference (only when a URL was given)",
     ("function", ACR_TASK_RUNNER, "registries", "registryName"):
         "AcrTasksBuilder and AcrTaskSmokeRunner: listBuildSourceUploadUrl, scheduleRun, runs get, runs "
-        "listLogSasUrl; Container Registry Tasks Contributor would add task, agent pool and task run management",
+        "listLogSasUrl, runs cancel; Container Registry Tasks Contributor would add task, agent pool and task "
+        "run management",
     ("function", "Container Registry Data Importer and Data Reader", "registries", "registryName"):
         "AcrRegistry: get_image reads manifests and config blobs (pull), promote imports by digest (importImage); "
         "no push: ACR Tasks pushes with the registry's own rights",
@@ -110,6 +111,7 @@ ACR_TASK_RUNNER_ACTIONS = {
     "Microsoft.ContainerRegistry/registries/scheduleRun/action",
     "Microsoft.ContainerRegistry/registries/runs/read",
     "Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action",
+    "Microsoft.ContainerRegistry/registries/runs/cancel/action",
 }
 
 # The Kubernetes RBAC rules of kubernetes.bicep's Role: what KubernetesDeployer calls, on its objects only.
@@ -647,7 +649,7 @@ def test_the_function_has_no_role_on_the_data_account_itself() -> None:
     assert accessor(module["params"]["dataAccountName"]) == ["storage", "outputs", "dataAccountName"]
 
 
-def test_the_acr_task_runner_role_has_exactly_the_four_actions_on_this_resource_group() -> None:
+def test_the_acr_task_runner_role_has_exactly_the_actions_of_the_acr_adapters_on_this_resource_group() -> None:
     tpl = template(BICEP / "modules" / "roles.bicep")
     definition = body(tpl.resource("acrTaskRunner"))["properties"]
     (permissions,) = definition["permissions"]
@@ -675,3 +677,22 @@ def test_principals_passed_to_modules_are_the_function_apps_identity() -> None:
         "site", "identity", "principalId"]
     module, _ = main().module("roles")
     assert accessor(module["params"]["kubeletObjectId"]) == ["aksAccess", "outputs", "kubeletObjectId"]
+
+
+# -- the package the docs publish ---------------------------------------------------------------------------
+def test_funcignore_keeps_everything_the_function_app_imports() -> None:
+    """`func azure functionapp publish` leaves out what .funcignore names; the app must still import."""
+    ignored = {line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    imported = set()
+    for path in [ROOT / "function_app.py", *(ROOT / "functions").glob("*.py"), *(ROOT / "shared").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+    local_packages = {name for name in imported if (ROOT / name / "__init__.py").exists() or (ROOT / name).is_dir()}
+    assert {"functions", "shared", "model_api"} <= local_packages
+    assert not local_packages & ignored
+    assert not {"function_app.py", "host.json", "requirements.txt"} & ignored
+    assert {".venv", "tests", "local.settings.json"} <= ignored

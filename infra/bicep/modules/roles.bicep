@@ -3,10 +3,12 @@
 // cluster is in aks-access.bicep, Event Grid's dead-letter rights in eventgrid.bicep, its Kubernetes Role in
 // kubernetes.bicep.) tests/unit/test_bicep_structure.py holds the expected table, with the reason for each.
 //
-// ACR Tasks: the builder and the smoke runner call listBuildSourceUploadUrl, scheduleRun, runs get and
-// runs listLogSasUrl. The least privileged built-in role with those is Container Registry Tasks Contributor,
-// which also creates, edits and deletes persistent tasks (with their own triggers), agent pools and task runs,
-// and cancels runs. A custom role with exactly the four actions leaves all of that out.
+// ACR Tasks: the builder and the smoke runner call listBuildSourceUploadUrl, scheduleRun, runs get, runs
+// listLogSasUrl and runs cancel (a run past its budget). The least privileged built-in role with those is
+// Container Registry Tasks Contributor, which also creates, edits and deletes persistent tasks (with their own
+// triggers), agent pools and task runs, and deployments. A custom role with exactly the five actions leaves
+// all of that out. (Any identity that may schedule a run can have the run push or pull anything in the
+// registry with the registry's own rights: that is ACR Tasks' design, whichever role grants scheduleRun.)
 
 @description('Object id of the Function App\'s system-assigned identity.')
 param functionPrincipalId string
@@ -100,7 +102,7 @@ resource acrTaskRunner 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'shipbot-acr-task-runner')
   properties: {
     roleName: 'ShipBot ACR task runner (${resourceGroup().name})'
-    description: 'Upload a build context, schedule an ACR Tasks run, read runs and their logs. Nothing else.'
+    description: 'Upload a build context, schedule an ACR Tasks run, read, cancel and read the logs of runs.'
     type: 'CustomRole'
     assignableScopes: [
       resourceGroup().id
@@ -112,6 +114,7 @@ resource acrTaskRunner 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.ContainerRegistry/registries/scheduleRun/action'
           'Microsoft.ContainerRegistry/registries/runs/read'
           'Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action'
+          'Microsoft.ContainerRegistry/registries/runs/cancel/action'
         ]
         notActions: []
         dataActions: []
