@@ -217,6 +217,19 @@ class FakeAcr:
         with self.lock:
             return list(self.runs.values())[-1]
 
+    @property
+    def host(self) -> str:
+        return self.login_server
+
+    def get_image(self, repository: str, reference: str):
+        """The Registry port over what this fake's succeeded runs pushed (ACR is the registry, too)."""
+        from shared import errors, ports
+
+        digest = reference if reference.startswith("sha256:") else self.images.get((repository, reference))
+        if digest is None or digest not in self.images.values():
+            raise errors.NotFound(f"image {repository}:{reference} is not in the registry")
+        return ports.Image(repository=f"{self.login_server}/{repository}", digest=digest)
+
     def source_bytes(self, relative_path: str) -> bytes:
         return self.blobs.get_blob_client(SOURCES, self._sources[relative_path]).download_blob().readall()
 
