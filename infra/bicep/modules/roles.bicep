@@ -1,7 +1,7 @@
 // Every Azure role of the Function App's identity in this resource group, on the narrowest scope that works,
 // plus the AKS kubelet's pull right and the model uploaders' right to upload. (The function's role on the
 // cluster is in aks-access.bicep, Event Grid's dead-letter rights in eventgrid.bicep, its Kubernetes Role in
-// kubernetes.bicep.) tests/unit/test_bicep_structure.py holds the expected table, with the reason for each.
+// kubernetes.bicep.) tests/unit/test_bicep_roles.py holds the expected table, with the reason for each.
 //
 // ACR Tasks: the builder and the smoke runner call listBuildSourceUploadUrl, scheduleRun, runs get, runs
 // listLogSasUrl and runs cancel (a run past its budget). The least privileged built-in role with those is
