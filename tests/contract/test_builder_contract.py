@@ -20,7 +20,7 @@ from shared.adapters.local.git_source import GitSource
 from shared.adapters.local.registry import DistributionRegistry
 from shared.releases import Model
 from tests import localstack
-from tests.fakes import arm_acr
+from tests.fakes import acr_inputs, arm_acr
 
 HAS_MEMORY = importlib.util.find_spec("shared.adapters.memory") is not None
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
@@ -99,8 +99,8 @@ class AcrHarness:
             self.models = localstack.FolderModels({("diabetes", "1"): folder})
             self.registry = DistributionRegistry(host=localstack.REGISTRY)
         else:
-            self.models = arm_acr.BytesModels(arm_acr.sample_files())
-            self.source, self.model, self.commit = arm_acr.TreeSource(), self.models.model(), "c" * 40
+            self.models = acr_inputs.BytesModels(acr_inputs.sample_files())
+            self.source, self.model, self.commit = acr_inputs.TreeSource(), self.models.model(), "c" * 40
             self.registry = self.fake  # the fake is the registry its runs push to
         self.builder = self.new_builder()
 

@@ -24,6 +24,7 @@ the outcome), or an executor that really runs it (tests/fakes/arm_acr_docker.py:
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -31,7 +32,6 @@ import http.server
 import ipaddress
 import json
 import re
-import shutil
 import ssl
 import subprocess
 import tempfile
@@ -40,11 +40,12 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
 from shared import settings
@@ -177,10 +178,8 @@ class FakeAcr:
         for name in (SOURCES, LOGS):
             container = self.blobs.get_container_client(name)
             if not container.exists():
-                try:
+                with contextlib.suppress(ResourceExistsError):  # another test made it first
                     container.create_container()
-                except Exception:  # another test made it first
-                    pass
         self.ca_file = _self_signed(Path(self._tmp.name))
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -202,7 +201,7 @@ class FakeAcr:
         self._server.server_close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> FakeAcr:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -278,9 +277,11 @@ class FakeAcr:
         else:
             try:
                 task = yaml.safe_load(base64.b64decode(body.get("encodedTaskContent") or "", validate=True))
-                steps = task["steps"]
-                assert isinstance(steps, list) and steps and all("id" in s and "cmd" in s for s in steps)
-            except Exception:
+                steps = task["steps"] if isinstance(task, dict) else None
+            except (ValueError, KeyError, yaml.YAMLError):
+                steps = None
+            if not isinstance(steps, list) or not steps or not all(
+                    isinstance(step, dict) and "id" in step and "cmd" in step for step in steps):
                 return _arm_error(400, "InvalidRequestContent", "encodedTaskContent is not a task with steps")
         with self.lock:
             self._counter += 1
@@ -457,39 +458,3 @@ def ensure_azurite() -> None:
         raise RuntimeError(f"Azurite does not answer on {AZURITE_BLOB}: {run.stderr[-2000:]}")
 
 
-
-# -- inputs for builds: this tree's model_api and a model folder made of bytes -------------------------------------
-class TreeSource:
-    """The Source port over this checkout's model_api/ (any sha): a real build context without git."""
-
-    def archive(self, sha: str, destination: Path) -> None:
-        shutil.copytree(ROOT / "model_api", destination / "model_api",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
-
-
-class BytesModels:
-    """The Models port over files given as bytes, or as paths (copied in chunks, never whole in memory)."""
-
-    def __init__(self, files: dict[str, bytes | Path]) -> None:
-        self.files = files
-
-    def download(self, model: Any, destination: Path) -> None:
-        for name, data in self.files.items():
-            if isinstance(data, Path):
-                shutil.copyfile(data, destination / name)
-            else:
-                (destination / name).write_bytes(data)
-
-    def model(self, name: str = "diabetes", version: str = "1"):
-        from shared import buildcontext
-        from shared.releases import Model
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self.download(None, Path(tmp))
-            sha = buildcontext.sha256_file(Path(tmp, "model.joblib"))
-        return Model(name, version, sha, f"{name}/{version}/model.joblib", dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
-
-
-def sample_files(model: bytes = b"not really a model, ACR is fake here\n") -> dict[str, bytes]:
-    return {"model.joblib": model, "sample-request.json": b'{"data": [[1, 2]]}',
-            "sample-response.json": b'{"result": [3.0]}'}

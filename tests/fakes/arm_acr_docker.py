@@ -51,7 +51,7 @@ class DockerExecutor:
                 status, error, images = self._build(fake, run, log)
             else:
                 status, error, images = self._task(run, log, deadline)
-        except Exception as e:  # the agent's own failure
+        except Exception as e:  # noqa: BLE001 - the agent's own failure ends the run as Error, as ACR's does
             status, error, images = acr_runs.ERROR, f"{type(e).__name__}: {e}", []
         if time.monotonic() > deadline and status != acr_runs.SUCCEEDED:
             status, error = acr_runs.TIMEOUT, "run timed out"

@@ -19,7 +19,7 @@ from shared import errors, ports
 from shared.adapters.azure import acr_runs
 from shared.adapters.azure.acr_tasks_builder import DOCKERFILE, AcrTasksBuilder
 from shared.adapters.local import docker_builder
-from tests.fakes import arm_acr
+from tests.fakes import acr_inputs, arm_acr
 
 
 @pytest.fixture
@@ -33,17 +33,17 @@ def builder(fake: arm_acr.FakeAcr, **options) -> AcrTasksBuilder:
                            registry_name=arm_acr.REGISTRY, login_server=fake.login_server, **options)
 
 
-def request(fake: arm_acr.FakeAcr, models: arm_acr.BytesModels, **changes) -> ports.BuildRequest:
-    fields = dict(release_id=f"r-{uuid.uuid4().hex[:12]}", commit="c" * 40, model=models.model(),
-                  repository=f"{fake.login_server}/shipbot/app", tag=f"t-{uuid.uuid4().hex[:8]}",
-                  source_url="https://example.test/app.git")
+def request(fake: arm_acr.FakeAcr, models: acr_inputs.BytesModels, **changes) -> ports.BuildRequest:
+    fields = {"release_id": f"r-{uuid.uuid4().hex[:12]}", "commit": "c" * 40, "model": models.model(),
+              "repository": f"{fake.login_server}/shipbot/app", "tag": f"t-{uuid.uuid4().hex[:8]}",
+              "source_url": "https://example.test/app.git"}
     return ports.BuildRequest(**{**fields, **changes})
 
 
 def begin(fake: arm_acr.FakeAcr, acr: AcrTasksBuilder, **changes) -> tuple[str, ports.BuildRequest]:
-    models = arm_acr.BytesModels(arm_acr.sample_files())
+    models = acr_inputs.BytesModels(acr_inputs.sample_files())
     build_request = request(fake, models, **changes)
-    return acr.begin_build(build_request, arm_acr.TreeSource(), models), build_request
+    return acr.begin_build(build_request, acr_inputs.TreeSource(), models), build_request
 
 
 def settle(acr: AcrTasksBuilder, build_id: str) -> ports.Build:
@@ -92,8 +92,8 @@ def test_the_uploaded_context_and_the_build_args_are_the_docker_builders(fake, t
     tree, model_dir = tmp_path / "source", tmp_path / "model"
     tree.mkdir()
     model_dir.mkdir()
-    arm_acr.TreeSource().archive(build_request.commit, tree)
-    arm_acr.BytesModels(arm_acr.sample_files()).download(build_request.model, model_dir)
+    acr_inputs.TreeSource().archive(build_request.commit, tree)
+    acr_inputs.BytesModels(acr_inputs.sample_files()).download(build_request.model, model_dir)
     docker_builder.DockerBuilder(client=recorder, base_image="python:3.11-slim").build(docker_builder.BuildRequest(
         source=tree, model_dir=model_dir, repository=build_request.repository, tag=build_request.tag,
         model_name=build_request.model.name, model_version=build_request.model.version,
@@ -172,7 +172,7 @@ def test_a_run_id_acr_never_gave_is_unknown(fake):
 def test_a_model_file_that_is_not_the_releases_is_rejected_without_a_run(fake):
     acr = builder(fake)
 
-    build_id, _ = begin(fake, acr, model=arm_acr.BytesModels(arm_acr.sample_files(b"another model")).model())
+    build_id, _ = begin(fake, acr, model=acr_inputs.BytesModels(acr_inputs.sample_files(b"another model")).model())
 
     build = acr.get_build(build_id)
     assert build.state is ports.BuildState.FAILED and "the release expects" in build.error
@@ -192,15 +192,15 @@ def test_the_context_is_streamed_so_memory_does_not_grow_with_the_model(fake, tm
     with model.open("wb") as f:
         for _ in range(32):
             f.write(os.urandom(1 << 20))
-    files = {**arm_acr.sample_files(), "model.joblib": model}
-    models = arm_acr.BytesModels(files)
+    files = {**acr_inputs.sample_files(), "model.joblib": model}
+    models = acr_inputs.BytesModels(files)
     acr = builder(fake)
     build_request = request(fake, models)
     fake.outcome = arm_acr.never_finish()  # the fake's own default outcome reads the context whole
 
     tracemalloc.start()
     try:
-        acr.begin_build(build_request, arm_acr.TreeSource(), models)
+        acr.begin_build(build_request, acr_inputs.TreeSource(), models)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 class AcrTaskSmokeRunner:
     def __init__(self, *, client: Any, resource_group: str, registry_name: str, budget_seconds: float = 180.0,
-                 run_timeout_seconds: float = 900.0, poll_seconds: float = 5.0, cpu: int = 2,
+                 run_timeout_seconds: float = 420.0, poll_seconds: float = 5.0, cpu: int = 2,
                  environment: dict[str, str] | None = None, blob_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         """`budget_seconds`: what the check inside the run may take (ready + version + score), as
