@@ -179,6 +179,23 @@ def test_a_model_file_that_is_not_the_releases_is_rejected_without_a_run(fake):
     assert not fake.runs and not any(path.endswith("/scheduleRun") for _, path, _ in fake.requests)
 
 
+def test_a_commit_the_source_does_not_have_is_rejected_and_an_unreachable_source_is_transient(fake):
+    class Source:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def archive(self, sha, destination):
+            raise self.error
+
+    acr, models = builder(fake), acr_inputs.BytesModels(acr_inputs.sample_files())
+    build_id = acr.begin_build(request(fake, models), Source(errors.NotFound("no commit cccc")), models)
+
+    assert acr.get_build(build_id).error == "no commit cccc"
+    with pytest.raises(errors.TransientError):
+        acr.begin_build(request(fake, models), Source(errors.TransientError("git host down")), models)
+    assert not fake.runs
+
+
 def test_a_repository_in_another_registry_is_rejected(fake):
     acr = builder(fake)
 

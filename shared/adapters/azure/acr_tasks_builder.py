@@ -18,8 +18,9 @@ asks ARM about the run, so any instance of the Function App can answer for it.
 The log link in a Build is the log blob's URL without its SAS query (a secret): enough to name the log, not to
 read it; `az acr task logs --registry <name> --run-id <id>` reads it, and the error says so.
 
-A build that cannot be started for reasons that retrying will not fix (the model file does not match the
-release's sha256, there is not exactly one model file, the repository is not in this registry) gets an id
+A build that cannot be started for reasons that retrying will not fix (the commit or the model is gone, the
+model file does not match the release's sha256, there is not exactly one model file, the repository is not in
+this registry) gets an id
 `rejected-<hex>` and reads FAILED with that reason in this process (UNKNOWN in another, which the engine also
 records as a failed build), as DockerBuilder reports its failures through get_build. ARM or storage that does
 not answer is a TransientError from begin_build.
@@ -90,12 +91,12 @@ class AcrTasksBuilder:
             tree, model_dir, context = Path(tmp, "source"), Path(tmp, "model"), Path(tmp, "context.tar.gz")
             tree.mkdir()
             model_dir.mkdir()
-            source.archive(request.commit, tree)
-            models.download(request.model, model_dir)
             try:
+                source.archive(request.commit, tree)
+                models.download(request.model, model_dir)
                 args = build_args(request, model_dir, base_image=self.base_image, build_id=build_id,
                                   image=f"{request.repository}:{request.tag}")
-            except errors.BuildFailed as e:
+            except (errors.NotFound, errors.PermanentError) as e:  # a TransientError is raised: try again
                 return self._reject(str(e))
             write_context(context, source=tree, model=model_dir)
             relative_path = self._upload(context)
