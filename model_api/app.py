@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from model_api import errors, scoring, telemetry, v2
+from model_api import batching, errors, scoring, telemetry, v2
 from model_api.settings import Settings
 
 log = logging.getLogger("model_api")
@@ -56,7 +56,15 @@ class Request:
         return {k.decode("latin-1").title(): v.decode("latin-1") for k, v in self.headers}
 
 
-Handler = Callable[["App", Request], tuple[int, Any]]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Text:
+    """A body that is not JSON (/metrics): sent as is, with its own content type."""
+
+    body: bytes
+    content_type: bytes
+
+
+Handler = Callable[["App", Request], tuple[int, Any] | Awaitable[tuple[int, Any]]]
 
 
 class App:
@@ -66,6 +74,8 @@ class App:
         self.metrics = telemetry.Metrics()
         self.access_log = access_log or telemetry.AccessLog(enabled=settings.access_log)
         self._version = orjson.dumps(dataclasses.asdict(settings.build))
+        self.batcher = batching.Batcher(self.model.score_batch, max_items=settings.batch_max_requests,
+                                        max_bytes=settings.batch_max_bytes, on_batch=self.metrics.batch)
         self._loader: asyncio.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -122,9 +132,10 @@ class App:
                 raise errors.NotFound(f"no route {request.method} {request.path}")
             if request.method == "POST":
                 request.body = await self._read_body(receive, length)
-            status, payload = handler(self, request)
-            if isinstance(payload, tuple):  # (bytes, content type): /metrics
-                body, content_type = payload[0], payload[1].encode()
+            answer = handler(self, request)
+            status, payload = answer if type(answer) is tuple else await answer
+            if type(payload) is Text:
+                body, content_type = payload.body, payload.content_type
             else:
                 body = payload if isinstance(payload, bytes) else orjson.dumps(payload, option=ENCODE)
         except errors.ApiError as e:
@@ -201,10 +212,16 @@ class App:
             raw = request.body.decode("utf-8")
         except UnicodeDecodeError as e:
             raise errors.BadRequest(f"body is not UTF-8: {e}") from None
+        if self.settings.batch_max_requests > 1 and self.model.batches:
+            return self._score_batched(raw)
         return 200, self.model.score(raw, request.header_dict)
 
+    async def _score_batched(self, raw: str) -> tuple[int, Any]:
+        return 200, await self.batcher.submit(raw, len(raw))
+
     def metrics_text(self, request: Request) -> tuple[int, Any]:
-        return 200, self.metrics.exposition()
+        body, content_type = self.metrics.exposition()
+        return 200, Text(body, content_type.encode())
 
     def v2_server(self, request: Request) -> tuple[int, Any]:
         return 200, {"name": "model_api", "version": "2", "extensions": []}

@@ -3,9 +3,10 @@
 Azure ML contract: init() loads the model from AZUREML_MODEL_DIR; run(raw_data) takes the request body as a
 JSON string, {"data": [[f1, f2, ...], ...]}, and returns {"result": [...]}, one prediction per row.
 
-model_api extensions, used when an entry script has them: predict() and metadata() serve the Open
-Inference Protocol V2 natively, sample_request() gives the warm-up request when the model folder has no
-sample-request.json. Bad input raises errors.InvalidInput, which model_api answers with 422.
+model_api extensions, used when an entry script has them: run_batch() scores several /score bodies with one
+predict() call (model_api's dynamic batching), predict() and metadata() serve the Open Inference Protocol V2
+natively, sample_request() gives the warm-up request when the model folder has no sample-request.json.
+Bad input raises errors.InvalidInput, which model_api answers with 422.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import orjson
 
 from model_api import runtimes
-from model_api.errors import InvalidInput
+from model_api.errors import InvalidInput, ScoringTimeout
 
 NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool and strings are refused, not coerced
 
@@ -108,11 +109,57 @@ def as_matrix(rows: Any) -> np.ndarray:
     return x
 
 
-def run(raw_data: str) -> dict[str, Any]:
+def rows(raw_data: str) -> np.ndarray:
+    """A /score body -> its matrix, or InvalidInput (or orjson's ValueError) saying what is wrong."""
     body = orjson.loads(raw_data)
     if not isinstance(body, dict) or "data" not in body:
         raise InvalidInput('the body must be a JSON object with a "data" key: {"data": [[...], ...]}')
-    return {"result": _model.predict(as_matrix(body["data"]))}
+    return as_matrix(body["data"])
+
+
+def run(raw_data: str) -> dict[str, Any]:
+    return {"result": _model.predict(rows(raw_data))}
+
+
+def run_batch(raw_batch: list[str]) -> list[Any]:
+    """Several /score bodies, one result or exception each. A body that is wrong fails alone."""
+    parsed: list[np.ndarray | Exception] = []
+    for raw in raw_batch:
+        try:
+            parsed.append(rows(raw))
+        except (InvalidInput, ValueError) as e:  # ValueError: the body is not JSON (orjson.JSONDecodeError)
+            parsed.append(e)
+    predictions = iter(predict_each([x for x in parsed if isinstance(x, np.ndarray)]))
+    results: list[Any] = []
+    for x in parsed:
+        y = x if isinstance(x, Exception) else next(predictions)
+        results.append(y if isinstance(y, Exception) else {"result": y})
+    return results
+
+
+def predict_each(matrices: list[np.ndarray]) -> list[np.ndarray | Exception]:
+    """One prediction per matrix: from one predict() call on them all when their widths agree; one call each
+    when they do not or the joint call fails, so that a row the model chokes on fails only its own request."""
+    if len(matrices) > 1 and len({x.shape[1] for x in matrices}) == 1:
+        sizes = [len(x) for x in matrices]
+        try:
+            y = _model.predict(np.concatenate(matrices))
+        except ScoringTimeout:
+            raise
+        except Exception:  # noqa: BLE001 - retried one by one below, where each error finds its request
+            y = None
+        if y is not None and y.ndim >= 1 and len(y) == sum(sizes):
+            return np.split(y, np.cumsum(sizes[:-1]))
+    return [_predict_alone(x) for x in matrices]
+
+
+def _predict_alone(x: np.ndarray) -> np.ndarray | Exception:
+    try:
+        return _model.predict(x)
+    except ScoringTimeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - this request's own error, answered to it alone
+        return e
 
 
 def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

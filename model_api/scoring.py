@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class EntryScript:
         self.wants_headers = "request_headers" in params
         if len(params) - self.wants_headers < 1:
             raise TypeError("run() needs a parameter for the input data")
+        self.run_batch: Callable[[list[str]], list[Any]] | None = getattr(module, "run_batch", None)
         self.predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = getattr(module, "predict", None)
         self.metadata: Callable[[], dict[str, Any]] | None = getattr(module, "metadata", None)
         self.sample_request: Callable[[], str | None] | None = getattr(module, "sample_request", None)
@@ -68,6 +69,7 @@ class Model:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.script: EntryScript | None = None
+        self.batches = False  # a script with run_batch() is ready: /score requests may be scored together
         self._armed = False
         self._use_alarm = False
 
@@ -93,13 +95,26 @@ class Model:
                 log.warning("no sample-request.json and no sample_request(): ready without a warm-up run")
             else:
                 orjson.dumps(script.run(sample, dict), option=orjson.OPT_SERIALIZE_NUMPY)
-            self.script, self.state = script, READY
+                if script.run_batch is not None:
+                    self._warm_batch(script, sample)
+            self.script, self.batches, self.state = script, script.run_batch is not None, READY
             log.info("model ready", extra={"load_seconds": round(self.load_seconds, 3),
                                            "warmup": sample is not None})
         except BaseException as e:  # noqa: BLE001 - whatever init() raises, the server stays up and says why
             self.error = f"{type(e).__name__}: {e}"
             self.state = FAILED
             log.exception("model failed to load")
+
+    @staticmethod
+    def _warm_batch(script: EntryScript, sample: str) -> None:
+        """A run_batch() that cannot score two copies of the warm-up request keeps the model from ready."""
+        results = script.run_batch([sample, sample])
+        if len(results) != 2:
+            raise TypeError(f"run_batch() returned {len(results)} results for 2 requests")
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _warmup_request(self, script: EntryScript) -> str | None:
         sample = self.settings.model_dir / "sample-request.json"
@@ -117,6 +132,15 @@ class Model:
     def score(self, raw_data: str, headers: Callable[[], dict[str, str]]) -> Any:
         script = self.ready_script()
         return self._guarded(script.run, raw_data, headers)
+
+    def score_batch(self, raw_batch: list[str]) -> list[Any]:
+        """Several /score bodies through the script's run_batch(): one result or errors.ApiError each."""
+        script = self.ready_script()
+        results = self._guarded(script.run_batch, raw_batch)
+        if not isinstance(results, list | tuple) or len(results) != len(raw_batch):
+            log.error("run_batch() must return one result per request", extra={"requests": len(raw_batch)})
+            raise errors.ScoringFailed("the entry script failed to score this request; see the server log")
+        return [self._api_error(r) if isinstance(r, Exception) else r for r in results]
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         script = self.ready_script()
@@ -140,18 +164,21 @@ class Model:
             return fn(*args)
         except errors.ApiError:
             raise
-        except ValueError as e:
-            if isinstance(e, json.JSONDecodeError):  # orjson's error is one too
-                raise errors.BadRequest(f"body is not valid JSON: {e}") from None
-            raise self._failed(e) from e
         except Exception as e:
-            raise self._failed(e) from e
+            error = self._api_error(e)
+            raise error from (None if isinstance(error, errors.BadRequest) else e)
         finally:
             if self._use_alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 self._armed = False
 
-    def _failed(self, e: Exception) -> errors.ScoringFailed:
+    @staticmethod
+    def _api_error(e: Exception) -> errors.ApiError:
+        """What the caller is told when the entry script raised e for its request."""
+        if isinstance(e, errors.ApiError):
+            return e
+        if isinstance(e, json.JSONDecodeError):  # orjson's error is one too
+            return errors.BadRequest(f"body is not valid JSON: {e}")
         log.error("run() raised", exc_info=e)
         return errors.ScoringFailed("the entry script failed to score this request; see the server log")
 

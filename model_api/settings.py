@@ -53,6 +53,11 @@ class Settings:
     """Bodies over this are refused with 413 before they are read whole. 10 MiB fits ~100k float rows."""
     scoring_timeout_s: float = 60.0
     """A run() still going after this many seconds is interrupted and answered with 504."""
+    batch_max_requests: int = 32
+    """Dynamic batching: at most this many waiting /score requests go to the entry script's run_batch()
+    in one call (1 turns batching off). 32 is the most a 2-core server under a 32-connection load holds."""
+    batch_max_bytes: int = 1024 * 1024
+    """...and at most this many body bytes; a bigger body is scored on its own. 1 MiB is ~10k rows."""
     access_log: bool = True
     """One JSON line per request on stdout."""
     model_name: str = "model"
@@ -103,6 +108,10 @@ class Settings:
             scoring_timeout_s=number("MODEL_API_SCORING_TIMEOUT_S", float, cls.scoring_timeout_s,
                                      lambda v: 0 < v <= MAX_SCORING_TIMEOUT_S,
                                      f"seconds, more than 0 and at most {MAX_SCORING_TIMEOUT_S:g}"),
+            batch_max_requests=number("MODEL_API_BATCH_MAX_REQUESTS", int, cls.batch_max_requests,
+                                      lambda v: v >= 1, "1 (no batching) or more"),
+            batch_max_bytes=number("MODEL_API_BATCH_MAX_BYTES", int, cls.batch_max_bytes, lambda v: v > 0,
+                                   "a positive number of bytes"),
             access_log=FLAGS[flag],
             model_name=build.model_name or cls.model_name,
             build=build,

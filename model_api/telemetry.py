@@ -64,6 +64,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 REQUESTS = Counter("model_api_requests_total", "HTTP requests answered.", ["route", "method", "status"])
 LATENCY = Histogram("model_api_request_duration_seconds", "Time to answer an HTTP request.", ["route"],
                     buckets=BUCKETS)
+BATCH = Histogram("model_api_batch_requests", "Requests scored together by one run_batch() call.",
+                  buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 MODEL_LOAD = Gauge("model_api_model_load_seconds", "Time the entry script's init() took.",
                    multiprocess_mode="max")
 MODEL_READY = Gauge("model_api_model_ready", "1 when the model is loaded and warmed up.",
@@ -87,6 +89,10 @@ class Metrics:
         if histogram is None:
             histogram = self._histograms[route] = LATENCY.labels(route)
         histogram.observe(seconds)
+
+    @staticmethod
+    def batch(requests: int) -> None:
+        BATCH.observe(requests)
 
     @staticmethod
     def model_loaded(load_seconds: float | None, ready: bool) -> None:

@@ -57,6 +57,8 @@ def run(raw_data, request_headers):
         raise InvalidInput("the script refuses this input")
     if raw_data == "not-json-result":
         return {"result": object()}
+    if raw_data == "tuple-result":
+        return ("a", 2)
     if raw_data == "spin":  # pure Python, so SIGALRM can interrupt it; gives up after 10 s rather than hang
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -214,6 +216,13 @@ class Service:
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", path, **kwargs)
+
+    def post_many(self, path: str, bodies: list[bytes]) -> list[httpx.Response]:
+        """The bodies POSTed at the same moment: all are waiting on the loop before any is scored."""
+        async def post_all() -> list[httpx.Response]:
+            return await asyncio.gather(*(self.client.post(path, content=body) for body in bodies))
+
+        return self._runner.run(post_all())
 
     def access_log(self) -> list[dict[str, Any]]:
         """The access log so far, one JSON object a line."""

@@ -153,6 +153,13 @@ def test_score_answers_500_when_the_entry_script_fails(custom, assert_error, bod
     assert "blew up" not in message  # the details go to the server log, not to the caller
 
 
+def test_a_tuple_from_run_is_answered_as_a_json_array(custom):
+    response = custom.post("/score", content=b"tuple-result")
+
+    assert response.status_code == 200
+    assert response.json() == ["a", 2]
+
+
 def test_score_answers_400_when_a_custom_run_cannot_parse_the_body(custom, assert_error):
     message = assert_error(custom.post("/score", content=b"{oops"), 400, "BadRequest")
 
