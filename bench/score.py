@@ -11,7 +11,7 @@ How:
   2. The sample model is trained into build/bench/score/model; the anchor gets the plain Azure ML entry
      script an Azure ML user would write (json.loads -> np.array -> predict -> tolist).
   3. Both servers start with their production settings for 2 cores: the anchor as `azmlinfsrv` (its gunicorn,
-     WORKER_COUNT=2), model_api as `python -m model_api` (2 Granian workers, default entry script, JSON access
+     WORKER_COUNT=2), model_api as `python -m model_api` (2 uvicorn workers, default entry script, JSON access
      log on). Their output goes to log files under build/bench/score/. Each is polled on its health endpoint
      (with a deadline) until it answers and all its workers have logged that the model is loaded; then both
      must return the same predictions (within 1e-6) for both bodies.
