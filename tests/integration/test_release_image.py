@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import joblib
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import buildcontext
 from shared.adapters.local import containers
@@ -72,6 +74,16 @@ def test_release_image_is_pushed_runs_by_digest_and_scores_like_scikit_learn(doc
         np.testing.assert_allclose(output["data"], expected, rtol=0, atol=1e-6)
         assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": True}
 
+        # Concurrent requests go through the server's batcher and each gets its own row's prediction.
+        many = [[float(i)] * rows.shape[1] for i in range(48)]
+        answers = asyncio.run(post_concurrently(f"{base}/score", [{"data": [row]} for row in many]))
+        model = joblib.load(model_dir / "model.joblib")
+        for answer, row in zip(answers, many, strict=True):
+            np.testing.assert_allclose(answer["result"], model.predict(np.array([row])), rtol=0, atol=1e-6)
+        metrics = {s.name: s.value for f in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+                   for s in f.samples if not s.labels}
+        assert metrics["model_api_batch_requests_sum"] == 1 + len(many)  # summed over both workers
+
         container.reload()
         assert container.attrs["Config"]["User"] == "model-api"
         # Only the runtime its model needs: a scikit-learn image carries no onnxruntime.
@@ -79,6 +91,13 @@ def test_release_image_is_pushed_runs_by_digest_and_scores_like_scikit_learn(doc
         assert container.exec_run(["python", "-c", "import sklearn"]).exit_code == 0
     finally:
         container.remove(force=True)
+
+
+async def post_concurrently(url: str, bodies: list[dict]) -> list[dict]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        responses = await asyncio.gather(*(client.post(url, json=body) for body in bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    return [r.json() for r in responses]
 
 
 def test_a_new_model_rebuilds_only_the_model_layer(docker_client, train_model):
