@@ -1,9 +1,11 @@
-"""The Source port's contract, run against every adapter of it: the in-memory fake and GitSource on a
-temporary repository made by real git."""
+"""The Source port's contract, run against every adapter of it: the in-memory fake, GitSource on a temporary
+repository made by real git, and GitHubSource and AzureReposSource on the same repository served by fakes of
+their REST APIs (tests/fakes/github_api.py, azure_repos_api.py: real HTTPS, real git behind them)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from shared import errors
+from shared.adapters.azure.azure_repos_source import AzureReposSource
+from shared.adapters.azure.github_source import GitHubSource
 from shared.adapters.local.git_source import GitSource
+from tests.fakes.azure_repos_api import FakeAzureRepos
+from tests.fakes.github_api import FakeGitHub
 
 HAS_MEMORY = importlib.util.find_spec("shared.adapters.memory") is not None
 
@@ -60,12 +66,39 @@ class MemoryHarness:
         return sha
 
 
+def _no_sleep(seconds: float) -> None:
+    pass
+
+
+CLOUD = {  # harness name -> (the fake of the API, how the adapter is pointed at it)
+    "github": (FakeGitHub, lambda fake: GitHubSource(
+        repository_url=fake.repository_url, token=fake.token, api_url=fake.api_url, verify=str(fake.ca_file),
+        sleep=_no_sleep)),
+    "azure-repos": (FakeAzureRepos, lambda fake: AzureReposSource(
+        repository_url=fake.repository_url, token=fake.token, api_url=fake.api_url, verify=str(fake.ca_file),
+        sleep=_no_sleep)),
+}
+
+
 @pytest.fixture(params=[
     "git",
+    "github",
+    "azure-repos",
     pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
 ])
 def harness(request, tmp_path):
-    return GitHarness(tmp_path) if request.param == "git" else MemoryHarness()
+    if request.param == "memory":
+        yield MemoryHarness()
+        return
+    git = GitHarness(tmp_path)
+    if request.param == "git":
+        yield git
+        return
+    fake_type, adapter = CLOUD[request.param]
+    with fake_type(git.repo, directory=tmp_path) as fake:
+        git.source = adapter(fake)  # the same repository, through the API
+        yield git
+        git.source.close()
 
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -110,3 +143,34 @@ def test_archive_of_an_unknown_commit_is_not_found(harness, tmp_path):
 
     with pytest.raises(errors.NotFound):
         harness.source.archive("0123456789abcdef0123456789abcdef01234567", tmp_path)
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every file and link below root: path -> ("file", bytes, executable) or ("link", target)."""
+    found = {}
+    for folder, directories, files in os.walk(root):
+        for name in files + [d for d in directories if Path(folder, d).is_symlink()]:
+            path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            found[relative] = ("link", os.readlink(path)) if path.is_symlink() else \
+                ("file", path.read_bytes(), os.access(path, os.X_OK))
+    return found
+
+
+def test_archive_writes_the_files_and_bytes_that_git_archive_writes(harness, tmp_path):
+    if not isinstance(harness, GitHarness):
+        pytest.skip("the in-memory fake writes a marker, not a tree")
+    (harness.repo / "bin").mkdir()
+    (harness.repo / "bin" / "serve.sh").write_text("#!/bin/sh\nexec model-api\n")
+    (harness.repo / "bin" / "serve.sh").chmod(0o755)
+    (harness.repo / "notes ü.txt").write_bytes("naïve\r\n\x00binary".encode())
+    (harness.repo / "latest").symlink_to("model_api/file1.txt")
+    sha = harness.commit(branch="main", at=T0)
+
+    harness.source.archive(sha, tmp_path / "adapter")
+    GitSource(repo=harness.repo).archive(sha, tmp_path / "git")
+
+    written = tree(tmp_path / "adapter")
+    assert written == tree(tmp_path / "git")
+    assert written["bin/serve.sh"][2] is True and written["latest"] == ("link", "model_api/file1.txt")
+    assert {"model_api/file1.txt", "notes ü.txt"} <= set(written)

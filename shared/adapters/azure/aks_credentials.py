@@ -21,22 +21,22 @@ kubeconfig's user part.
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from kubernetes import client
 
 from shared import errors
+from shared.adapters.azure import credentials
 
 AKS_SERVER_APP = "6dae42f8-4368-4678-94ff-3960e28e3630"  # the AKS Entra ID server application, every cloud
 AKS_SCOPE = f"{AKS_SERVER_APP}/.default"
-REFRESH_MARGIN_SECONDS = 300.0  # Entra tokens live 60-90 min; five minutes covers any one API call with room
+REFRESH_MARGIN_SECONDS = credentials.REFRESH_MARGIN_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +83,12 @@ class TokenRefresher:
 
     def __init__(self, credential: TokenCredential, *, scope: str = AKS_SCOPE,
                  margin_seconds: float = REFRESH_MARGIN_SECONDS, clock: Callable[[], float] = time.time) -> None:
-        self.credential, self.scope, self.margin, self.clock = credential, scope, margin_seconds, clock
-        self._token: AccessToken | None = None
-        self._lock = threading.Lock()
+        self.token = credentials.CachedToken(credential, scope, audience="AKS", margin_seconds=margin_seconds,
+                                             clock=clock)
 
     def __call__(self, configuration: client.Configuration) -> None:
-        token = self.token()
-        configuration.api_key["BearerToken"] = token
+        configuration.api_key["BearerToken"] = self.token()
         configuration.api_key_prefix["BearerToken"] = "Bearer"
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or self._token.expires_on - self.margin <= self.clock():
-                try:
-                    self._token = self.credential.get_token(self.scope)
-                except ClientAuthenticationError as e:
-                    raise errors.PermanentError(f"no Entra ID token for AKS: {type(e).__name__}") from None
-                except AzureError as e:
-                    raise errors.TransientError(f"no Entra ID token for AKS: {type(e).__name__}") from None
-            return self._token.token
 
 
 def configuration(cluster: Cluster, credential: TokenCredential, *,

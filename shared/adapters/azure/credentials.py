@@ -17,14 +17,20 @@ host reads their identity-based settings itself (docs/azure-adapters.md lists th
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
-from azure.core.credentials import TokenCredential
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.storage.blob import ContainerClient
 
 from shared import errors
 from shared.adapters import blob_storage
+
+REFRESH_MARGIN_SECONDS = 300.0  # Entra tokens live 60-90 min; five minutes covers any one call with room
 
 # Fragments that only a secret-bearing value has: connection strings, account keys, SAS query parameters.
 _SECRET_MARKERS = ("accountkey=", "sharedaccesssignature=", "sig=", ";")
@@ -72,3 +78,28 @@ def blob_container(account_url: str, container: str, credential: TokenCredential
     `client_options` go to the SDK client (retry_total=..., connection_verify=... in tests)."""
     return blob_storage.container_from_account_url(blob_account_url(account_url), credential, container,
                                                    **client_options)
+
+
+class CachedToken:
+    """A bearer token for one scope from `credential`, asked for again `margin_seconds` before it expires
+    (`clock` is epoch seconds, as AccessToken.expires_on is), for clients that take a token rather than a
+    TokenCredential (the kubernetes client, Azure DevOps over httpx). Thread-safe. `audience` names the
+    service in errors: a refused credential is a PermanentError, an unreachable identity endpoint transient."""
+
+    def __init__(self, credential: TokenCredential, scope: str, *, audience: str,
+                 margin_seconds: float = REFRESH_MARGIN_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        self.credential, self.scope, self.audience = credential, scope, audience
+        self.margin, self.clock = margin_seconds, clock
+        self._token: AccessToken | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._token is None or self._token.expires_on - self.margin <= self.clock():
+                try:
+                    self._token = self.credential.get_token(self.scope)
+                except ClientAuthenticationError as e:
+                    raise errors.PermanentError(f"no Entra ID token for {self.audience}: {type(e).__name__}") from None
+                except AzureError as e:
+                    raise errors.TransientError(f"no Entra ID token for {self.audience}: {type(e).__name__}") from None
+            return self._token.token
