@@ -1,6 +1,8 @@
 """The Deployer port's contract, run against every adapter of it: the in-memory fake, DockerDeployer on
-the local Docker engine (containers on free ports under a test-only name, never the real shipbot-<env>), and
-KubernetesDeployer over the fake Kubernetes API server (tests/fakes/kube_apiserver.py, real client, HTTPS)."""
+the local Docker engine (containers on free ports under a test-only name, never the real shipbot-<env>),
+KubernetesDeployer over the fake Kubernetes API server (tests/fakes/kube_apiserver.py, real client, HTTPS),
+and PromotingDeployer in front of DockerDeployer, promoting into the real local registry (AcrRegistry's
+manifest copy) before each deploy: its answers must read as if there were no promotion."""
 
 from __future__ import annotations
 
@@ -41,6 +43,25 @@ class DockerHarness:
     def close(self) -> None:
         for container in self.client.containers.list(all=True, filters={"name": self.prefix}):
             container.remove(force=True)
+
+
+class PromotingHarness(DockerHarness):
+    """The environment under test is the promoted one: every deploy first copies the image to a repository
+    of its own (a fresh prefix per test, so the tags it makes are new), then runs it from there."""
+
+    def __init__(self) -> None:
+        from shared.adapters import promoting
+        from shared.adapters.azure.acr_registry import AcrRegistry
+
+        super().__init__()
+        self.inner = self.deployer
+        self.registry = AcrRegistry(host=localstack.REGISTRY, scheme="http")
+        self.deployer = promoting.PromotingDeployer(self.inner, self.registry, environment="staging",
+                                                    prefix=f"promoted-{uuid.uuid4().hex[:8]}")
+
+    def close(self) -> None:
+        super().close()
+        self.registry.close()
 
 
 class MemoryHarness:
@@ -95,9 +116,11 @@ class KubernetesHarness:
     pytest.param("docker", marks=pytest.mark.integration),
     pytest.param("memory", marks=pytest.mark.skipif(not HAS_MEMORY, reason="shared/adapters/memory.py missing")),
     "kubernetes",
+    pytest.param("promoting-docker", marks=pytest.mark.integration),
 ])
 def harness(request):
-    harness = {"docker": DockerHarness, "memory": MemoryHarness, "kubernetes": KubernetesHarness}[request.param]()
+    harness = {"docker": DockerHarness, "memory": MemoryHarness, "kubernetes": KubernetesHarness,
+               "promoting-docker": PromotingHarness}[request.param]()
     yield harness
     harness.close()
 
