@@ -18,16 +18,56 @@ AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
            "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
 
 
+TARGETS = ("local", "azure")
+PORTS = ("storage", "builder", "registry", "smoke", "deployer")
+"""The ports whose adapter SHIPBOT_TARGET picks (storage: the ledger and the models). The Source's adapter follows
+from the form of SHIPBOT_GIT_REPO (a path, a GitHub URL or an Azure Repos URL), the notifier's from
+SHIPBOT_NOTIFY_URL."""
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Where the Azure adapters find their resources. Read only by ports whose target is `azure`."""
+
+    registry_resource_id: str = ""
+    """SHIPBOT_REGISTRY_RESOURCE_ID: the ACR's ARM id. ACR Tasks builds and smoke runs, and promotion by import."""
+    aks_resource_id: str = ""
+    """SHIPBOT_AKS_RESOURCE_ID: the AKS cluster's ARM id (server and CA from listClusterUserCredential)."""
+    kubeconfig: str = ""
+    """SHIPBOT_KUBECONFIG: a kubeconfig file for any other cluster, used instead of the AKS id when set."""
+    kube_context: str = ""
+    staging_namespace: str = "staging"
+    production_namespace: str = "production"
+    deployment: str = "app"
+    """SHIPBOT_K8S_DEPLOYMENT: the Deployment of each environment's namespace; infra makes it, ShipBot patches it."""
+    container: str = "model-api"
+    """SHIPBOT_K8S_CONTAINER: the container of its pod template that runs the release."""
+    service: str = "app:80"
+    """SHIPBOT_K8S_SERVICE: `name:port` of the Service in front of it, for /version through the API server."""
+    managed_identity_client_id: str = ""
+    """A user-assigned identity's client id; empty: the app's system-assigned identity (what infra/bicep makes)."""
+    arm_endpoint: str = ""
+    """SHIPBOT_ARM_ENDPOINT: Azure Resource Manager. Empty: the public cloud's (https://management.azure.com);
+    a sovereign cloud names its own (https://management.chinacloudapi.cn, https://management.usgovcloudapi.net)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     target: str = "local"
     """`local` (Azurite, Docker engine, distribution registry) or `azure`: one switch for every port."""
+    targets: tuple[tuple[str, str], ...] = ()
+    """Per-port overrides of `target`, (port, target) pairs from SHIPBOT_<PORT>_TARGET: e.g. the local stack
+    with a real cluster (SHIPBOT_DEPLOYER_TARGET=azure and SHIPBOT_KUBECONFIG)."""
     storage: str = field(default=AZURITE, repr=False)
     """SHIPBOT_STORAGE: connection string (local) or account URL (Azure, Entra ID auth). Default: Azurite."""
     models_container: str = "models"
     ledger_container: str = "ledger"
     git_repo: str = ""
-    """SHIPBOT_GIT_REPO: the application's repository (a local path here)."""
+    """SHIPBOT_GIT_REPO: the application's repository: a local path (git), `https://github.com/<owner>/<repo>`
+    (or a GitHub Enterprise host) or `https://dev.azure.com/<org>/<project>/_git/<repo>`."""
+    git_token: str = field(default="", repr=False)
+    """SHIPBOT_GIT_TOKEN: read access to a private GitHub or Azure Repos repository (a secret). Empty: public
+    GitHub, or Azure Repos with the app's identity."""
     release_branch: str = "main"
     registry: str = "127.0.0.1:5000"
     repository: str = "shipbot/app"
@@ -54,6 +94,15 @@ class Settings:
     production_port: int = 8080
     stuck_minutes: float = 15.0
     """A release in flight with no news for this long is retried by reconcile: a lost event or job."""
+    production_prefix: str = ""
+    """SHIPBOT_PRODUCTION_PREFIX: promote before production runs an image: `<prefix>/<repository>@<digest>`
+    in the same registry, imported (ACR) or copied with its digest kept. Empty: production runs the staging
+    image itself. infra/bicep sets `production`, so that production pulls only what was promoted."""
+    cloud: Cloud = Cloud()
+
+    def target_of(self, port: str) -> str:
+        """The adapter family of one port: its override, else SHIPBOT_TARGET."""
+        return dict(self.targets).get(port, self.target)
 
     @property
     def repository_ref(self) -> str:
@@ -82,13 +131,30 @@ class Settings:
                 raise errors.PermanentError(f"SHIPBOT_{name} must be positive")
             return value
 
-        target = get("TARGET", "local")
-        if target not in ("local", "azure"):
-            raise errors.PermanentError(f"SHIPBOT_TARGET must be local or azure, not {target!r}")
+        def one_of(name: str, default: str) -> str:
+            value = get(name, default)
+            if value not in TARGETS:
+                raise errors.PermanentError(f"SHIPBOT_{name} must be local or azure, not {value!r}")
+            return value
+
+        target = one_of("TARGET", "local")
+        overrides = {"storage": one_of("STORAGE_TARGET", target), "builder": one_of("BUILDER_TARGET", target),
+                     "registry": one_of("REGISTRY_TARGET", target), "smoke": one_of("SMOKE_TARGET", target),
+                     "deployer": one_of("DEPLOYER_TARGET", target)}
+        cloud = Cloud(
+            registry_resource_id=get("REGISTRY_RESOURCE_ID"), aks_resource_id=get("AKS_RESOURCE_ID"),
+            kubeconfig=get("KUBECONFIG"), kube_context=get("KUBE_CONTEXT"),
+            staging_namespace=get("STAGING_NAMESPACE", "staging"),
+            production_namespace=get("PRODUCTION_NAMESPACE", "production"),
+            deployment=get("K8S_DEPLOYMENT", "app"), container=get("K8S_CONTAINER", "model-api"),
+            service=get("K8S_SERVICE", "app:80"), managed_identity_client_id=get("MANAGED_IDENTITY_CLIENT_ID"),
+            arm_endpoint=get("ARM_ENDPOINT").rstrip("/"),
+        )
         return cls(
-            target=target, storage=get("STORAGE", AZURITE if target == "local" else ""),
+            target=target, targets=tuple((p, t) for p, t in overrides.items() if t != target),
+            storage=get("STORAGE", AZURITE if overrides["storage"] == "local" else ""),
             models_container=get("MODELS_CONTAINER", "models"), ledger_container=get("LEDGER_CONTAINER", "ledger"),
-            git_repo=get("GIT_REPO"),
+            git_repo=get("GIT_REPO"), git_token=get("GIT_TOKEN"),
             release_branch=get("RELEASE_BRANCH", "main"), registry=get("REGISTRY", "127.0.0.1:5000"),
             repository=get("REPOSITORY", "shipbot/app"),
             allowed_repositories=tuple(r.strip() for r in get("ALLOWED_REPOSITORIES").split(",") if r.strip()),
@@ -100,4 +166,5 @@ class Settings:
             environment_prefix=get("ENVIRONMENT_PREFIX", "shipbot"),
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
             stuck_minutes=number("STUCK_MINUTES", 15.0),
+            production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud,
         )

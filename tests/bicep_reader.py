@@ -148,7 +148,7 @@ def resolve_object(tpl: Template, value: Any, caller: tuple[Template, dict[str, 
 # -- what the code reads ------------------------------------------------------------------------------------
 def settings_read_by_code() -> set[str]:
     source = (ROOT / "shared" / "settings.py").read_text()
-    return {f"SHIPBOT_{name}" for name in re.findall(r"\b(?:get|number)\(\"([A-Z0-9_]+)\"", source)}
+    return {f"SHIPBOT_{name}" for name in re.findall(r"\b(?:get|number|one_of)\(\"([A-Z0-9_]+)\"", source)}
 
 
 def functions_source() -> str:

@@ -80,6 +80,13 @@ param azureDevOpsWebhookSecret string
 @description('Teams/Slack incoming-webhook URL; empty: notifications go to the log only.')
 param notifyUrl string = ''
 
+@secure()
+@description('Read access to a private GitHub or Azure Repos repository (SHIPBOT_GIT_TOKEN); empty: a public GitHub repository, or Azure Repos with the function\'s identity.')
+param gitToken string = ''
+
+@description('Production runs <registry>/<prefix>/<repository>@<digest>, imported into the registry when a release is promoted (SHIPBOT_PRODUCTION_PREFIX); empty: production runs the staging image itself.')
+param productionPrefix string = 'production'
+
 // -- the cluster ----------------------------------------------------------------------------------------------
 @description('Make a new AKS cluster (true) or use an existing one named aksName in aksResourceGroup (false).')
 param createAks bool = true
@@ -179,6 +186,7 @@ module keyvault 'modules/keyvault.bicep' = {
     githubWebhookSecret: githubWebhookSecret
     azureDevOpsWebhookSecret: azureDevOpsWebhookSecret
     notifyUrl: notifyUrl
+    gitToken: gitToken
   }
 }
 
@@ -246,6 +254,7 @@ module roles 'modules/roles.bicep' = {
     githubSecretName: keyvault.outputs.githubSecretName
     azureDevOpsSecretName: keyvault.outputs.azureDevOpsSecretName
     notifySecretName: keyvault.outputs.notifySecretName
+    gitTokenSecretName: keyvault.outputs.gitTokenSecretName
     kubeletObjectId: aksAccess.outputs.kubeletObjectId
     modelUploaderPrincipalIds: modelUploaderPrincipalIds
   }
@@ -276,6 +285,8 @@ var shipbotSettings = {
   SHIPBOT_GITHUB_SECRET: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.githubSecretUri})'
   SHIPBOT_AZURE_DEVOPS_SECRET: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.azureDevOpsSecretUri})'
   SHIPBOT_NOTIFY_URL: empty(notifyUrl) ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.notifySecretUri})'
+  SHIPBOT_GIT_TOKEN: empty(gitToken) ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.gitTokenSecretUri})'
+  SHIPBOT_PRODUCTION_PREFIX: productionPrefix
   // Where the cloud adapters find the registry's and the cluster's ARM resources and the Deployments; the
   // wiring (shared/wiring.py) reads them once SHIPBOT_TARGET=azure has adapters.
   SHIPBOT_REGISTRY_RESOURCE_ID: acr.outputs.id

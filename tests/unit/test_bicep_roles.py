@@ -44,6 +44,8 @@ EXPECTED_ROLES = {
         "SHIPBOT_AZURE_DEVOPS_SECRET's reference",
     ("function", "Key Vault Secrets User", "secrets", "notifySecretName"):
         "SHIPBOT_NOTIFY_URL's reference (only when a URL was given)",
+    ("function", "Key Vault Secrets User", "secrets", "gitTokenSecretName"):
+        "SHIPBOT_GIT_TOKEN's reference (only when a token was given): GitHubSource or AzureReposSource",
     ("function", ACR_TASK_RUNNER, "registries", "registryName"):
         "AcrTasksBuilder and AcrTaskSmokeRunner: listBuildSourceUploadUrl, scheduleRun, runs get, runs "
         "listLogSasUrl, runs cancel; Container Registry Tasks Contributor would add task, agent pool and task "

@@ -29,17 +29,17 @@ LOCAL_ONLY = {
     "SHIPBOT_PRODUCTION_PORT": "host port of the local production container",
 }
 
-# App settings Bicep sets for the cloud adapters that shared/settings.py does not read yet. When the wiring
-# reads one, it leaves this table (test_pending_settings_are_not_read_yet); when the wiring names one
-# differently, rename it in main.bicep.
-PENDING_WIRING = {
-    "SHIPBOT_REGISTRY_RESOURCE_ID": "AcrTasksBuilder, AcrTaskSmokeRunner, AcrRegistry.promote: the registry's ARM id",
-    "SHIPBOT_AKS_RESOURCE_ID": "KubernetesDeployer: listClusterUserCredential on this cluster",
-    "SHIPBOT_STAGING_NAMESPACE": "KubernetesDeployer: staging's namespace",
-    "SHIPBOT_PRODUCTION_NAMESPACE": "KubernetesDeployer: production's namespace",
-    "SHIPBOT_K8S_DEPLOYMENT": "KubernetesDeployer: the Deployment it patches",
-    "SHIPBOT_K8S_CONTAINER": "KubernetesDeployer: the container whose image it sets",
-    "SHIPBOT_K8S_SERVICE": "KubernetesDeployer: <service>:<port> for the /version check through the proxy",
+# Settings the code reads that the Azure deployment leaves unset on purpose: overrides for other setups.
+NOT_SET_IN_AZURE = {
+    "SHIPBOT_STORAGE_TARGET": "per-port override of SHIPBOT_TARGET; in Azure every port is azure",
+    "SHIPBOT_BUILDER_TARGET": "per-port override of SHIPBOT_TARGET",
+    "SHIPBOT_REGISTRY_TARGET": "per-port override of SHIPBOT_TARGET",
+    "SHIPBOT_SMOKE_TARGET": "per-port override of SHIPBOT_TARGET",
+    "SHIPBOT_DEPLOYER_TARGET": "per-port override of SHIPBOT_TARGET",
+    "SHIPBOT_KUBECONFIG": "a cluster other than AKS; infra's cluster is AKS (SHIPBOT_AKS_RESOURCE_ID)",
+    "SHIPBOT_KUBE_CONTEXT": "the kubeconfig's context",
+    "SHIPBOT_MANAGED_IDENTITY_CLIENT_ID": "a user-assigned identity; infra gives the app a system-assigned one",
+    "SHIPBOT_ARM_ENDPOINT": "a sovereign cloud's Resource Manager; infra deploys to the public cloud",
 }
 
 
@@ -108,31 +108,26 @@ def test_the_parameters_file_names_only_parameters_of_main_and_no_secret() -> No
     values = json.loads((bicep.BICEP / "main.parameters.json").read_text())["parameters"]
     assert set(values) <= set(bicep.main().params)
     secure = {n for n, p in bicep.main().params.items() if any(d["type"] == "secure" for d in p["decorators"])}
-    assert secure == {"githubWebhookSecret", "azureDevOpsWebhookSecret", "notifyUrl"}
+    assert secure == {"githubWebhookSecret", "azureDevOpsWebhookSecret", "notifyUrl", "gitToken"}
     assert not secure & set(values), "secrets go on the command line (docs/deploy-azure.md), never in a file"
     required = {n for n, p in bicep.main().params.items() if p.get("default") is None}
     assert required - secure <= set(values)
 
 
 # -- the tests: app settings --------------------------------------------------------------------------------
-def test_every_setting_the_code_reads_is_set_except_the_local_ones() -> None:
+def test_every_setting_the_code_reads_is_set_except_the_local_ones_and_the_overrides() -> None:
     read = bicep.settings_read_by_code() | {s for s in bicep.binding_settings() if s.startswith("SHIPBOT_")}
-    assert {"SHIPBOT_TARGET", "SHIPBOT_STORAGE", "SHIPBOT_JOBS_QUEUE"} <= read  # the scan found them
-    assert set(LOCAL_ONLY) <= read, "a local-only setting is no longer read: drop it from LOCAL_ONLY"
+    assert {"SHIPBOT_TARGET", "SHIPBOT_STORAGE", "SHIPBOT_JOBS_QUEUE", "SHIPBOT_AKS_RESOURCE_ID"} <= read  # found
+    unset = set(LOCAL_ONLY) | set(NOT_SET_IN_AZURE)
+    assert unset <= read, "a setting is no longer read: drop it from LOCAL_ONLY or NOT_SET_IN_AZURE"
     set_ = set(bicep.shipbot_settings())
-    assert read - set(LOCAL_ONLY) - set_ == set()
-    assert set_ & set(LOCAL_ONLY) == set()
+    assert read - unset - set_ == set()
+    assert set_ & unset == set()
 
 
-def test_every_shipbot_setting_is_read_by_the_code_or_waits_for_the_wiring() -> None:
+def test_every_shipbot_setting_set_is_read_by_the_code() -> None:
     read = bicep.settings_read_by_code() | bicep.binding_settings()
-    assert set(bicep.shipbot_settings()) - read - set(PENDING_WIRING) == set()
-
-
-def test_pending_settings_are_not_read_yet() -> None:
-    """Once the wiring reads a pending setting, its row leaves PENDING_WIRING and the checks above cover it."""
-    assert set(PENDING_WIRING) & bicep.settings_read_by_code() == set()
-    assert set(PENDING_WIRING) <= set(bicep.shipbot_settings())
+    assert set(bicep.shipbot_settings()) - read == set()
 
 
 def test_azure_is_the_target_and_the_defaults_are_the_codes() -> None:
@@ -151,9 +146,9 @@ def test_azure_is_the_target_and_the_defaults_are_the_codes() -> None:
 def test_secrets_are_key_vault_references_to_versionless_secret_uris() -> None:
     settings = bicep.shipbot_settings()
     _, keyvault = bicep.main().module("keyvault")
-    for name in ("SHIPBOT_GITHUB_SECRET", "SHIPBOT_AZURE_DEVOPS_SECRET", "SHIPBOT_NOTIFY_URL"):
+    for name in ("SHIPBOT_GITHUB_SECRET", "SHIPBOT_AZURE_DEVOPS_SECRET", "SHIPBOT_NOTIFY_URL", "SHIPBOT_GIT_TOKEN"):
         value = settings[name]
-        if name == "SHIPBOT_NOTIFY_URL":  # empty(notifyUrl) ? '' : '@Microsoft.KeyVault(...)'
+        if name in ("SHIPBOT_NOTIFY_URL", "SHIPBOT_GIT_TOKEN"):  # empty(x) ? '' : '@Microsoft.KeyVault(...)'
             operator = value["operator"]
             assert operator["type"] == "conditional", name
             value = operator["operands"]["false_value"]
@@ -174,6 +169,7 @@ def test_the_webhook_secrets_always_exist_so_no_reference_stays_unresolved() -> 
     for symbol in ("githubSecret", "azureDevOpsSecret"):
         assert "condition" not in keyvault.resource(symbol)["config"], symbol
     assert keyvault.resource("notifySecret")["config"]["condition"] is not None
+    assert keyvault.resource("gitTokenSecret")["config"]["condition"] is not None  # its setting is '' then
     vault = bicep.body(keyvault.resource("vault"))["properties"]
     assert vault["enableRbacAuthorization"] is True
 

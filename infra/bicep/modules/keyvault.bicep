@@ -23,6 +23,10 @@ param azureDevOpsWebhookSecret string
 @description('Teams/Slack incoming-webhook URL; empty: no secret is made and ShipBot only logs.')
 param notifyUrl string = ''
 
+@secure()
+@description('Token for a private git repository; empty: no secret is made.')
+param gitToken string = ''
+
 param tags object = {}
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -70,6 +74,15 @@ resource notifySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empt
   }
 }
 
+resource gitTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(gitToken)) {
+  parent: vault
+  name: 'shipbot-git-token'
+  properties: {
+    value: gitToken
+    contentType: 'text/plain'
+  }
+}
+
 output name string = vault.name
 output githubSecretName string = githubSecret.name
 output azureDevOpsSecretName string = azureDevOpsSecret.name
@@ -77,3 +90,5 @@ output notifySecretName string = empty(notifyUrl) ? '' : notifySecret.name
 output githubSecretUri string = githubSecret.properties.secretUri
 output azureDevOpsSecretUri string = azureDevOpsSecret.properties.secretUri
 output notifySecretUri string = empty(notifyUrl) ? '' : notifySecret.properties.secretUri
+output gitTokenSecretName string = empty(gitToken) ? '' : gitTokenSecret.name
+output gitTokenSecretUri string = empty(gitToken) ? '' : gitTokenSecret.properties.secretUri

@@ -27,6 +27,9 @@ param azureDevOpsSecretName string
 @description('Empty when no notification URL was given (keyvault.bicep made no secret).')
 param notifySecretName string
 
+@description('Empty when no git token was given (keyvault.bicep made no secret).')
+param gitTokenSecretName string
+
 @description('Object id of the AKS kubelet identity, which pulls the release images.')
 param kubeletObjectId string
 
@@ -96,6 +99,11 @@ resource azureDevOpsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existi
 resource notifySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (!empty(notifySecretName)) {
   parent: vault
   name: notifySecretName
+}
+
+resource gitTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (!empty(gitTokenSecretName)) {
+  parent: vault
+  name: gitTokenSecretName
 }
 
 resource acrTaskRunner 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
@@ -216,6 +224,17 @@ resource azureDevOpsSecretUser 'Microsoft.Authorization/roleAssignments@2022-04-
 resource notifySecretUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(notifySecretName)) {
   name: guid(notifySecret.id, functionPrincipalId, 'key-vault-secrets-user')
   scope: notifySecret
+  properties: {
+    // Key Vault Secrets User
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource gitTokenSecretUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gitTokenSecretName)) {
+  name: guid(gitTokenSecret.id, functionPrincipalId, 'key-vault-secrets-user')
+  scope: gitTokenSecret
   properties: {
     // Key Vault Secrets User
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')

@@ -1,0 +1,160 @@
+"""shared/wiring.py: which adapter each port gets for SHIPBOT_TARGET and its per-port overrides, built from
+settings alone (no request is made: the cluster comes from a kubeconfig file, the Azure credential is never
+asked for a token), and the clear errors for what Azure mode cannot do without."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared import errors, wiring
+from shared.adapters import blob_ledger, blob_models, promoting
+from shared.adapters.azure import (acr_registry, acr_task_smoke, acr_tasks_builder, aks_credentials,
+                                   azure_repos_source, github_source, kubernetes_deployer)
+from shared.adapters.local import git_source, registry
+from shared.settings import AZURITE, Settings
+
+REGISTRY_ID = ("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg-shipbot/providers/"
+               "Microsoft.ContainerRegistry/registries/shipbotacr")
+AKS_ID = ("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg-aks/providers/"
+          "Microsoft.ContainerService/managedClusters/shipbot-aks")
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: kube-token}}]
+contexts: [{name: ctx, context: {cluster: c, user: u}}]
+current-context: ctx
+"""
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path) -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    return str(path)
+
+
+@pytest.fixture
+def azure(kubeconfig: str) -> dict[str, str]:
+    """What infra/bicep sets, with a kubeconfig cluster in place of AKS."""
+    return {"SHIPBOT_TARGET": "azure", "SHIPBOT_STORAGE": "https://shipbotdata.blob.core.windows.net/",
+            "SHIPBOT_GIT_REPO": "https://github.com/contoso/scoring-app", "SHIPBOT_GIT_TOKEN": "ghp_s3cr3t",
+            "SHIPBOT_REGISTRY": "shipbotacr.azurecr.io", "SHIPBOT_REGISTRY_RESOURCE_ID": REGISTRY_ID,
+            "SHIPBOT_KUBECONFIG": kubeconfig, "SHIPBOT_STAGING_NAMESPACE": "stg", "SHIPBOT_PRODUCTION_NAMESPACE": "prd",
+            "SHIPBOT_K8S_DEPLOYMENT": "scorer", "SHIPBOT_K8S_CONTAINER": "api", "SHIPBOT_K8S_SERVICE": "scorer:8080",
+            "SHIPBOT_PRODUCTION_PREFIX": "production", "SHIPBOT_SMOKE_SECONDS": "90"}
+
+
+def build(env: dict[str, str]):
+    return wiring.build_ports(Settings.from_env(env))
+
+
+def test_azure_target_wires_every_port_to_its_azure_adapter(azure):
+    ports = build(azure)
+
+    assert isinstance(ports.ledger, blob_ledger.BlobLedger) and isinstance(ports.models, blob_models.BlobModels)
+    assert ports.ledger._container.url == "https://shipbotdata.blob.core.windows.net/ledger"
+    assert ports.models._container.url == "https://shipbotdata.blob.core.windows.net/models"
+    assert ports.ledger._container.credential is ports.registry._credential  # one credential, shared
+    assert isinstance(ports.builder, acr_tasks_builder.AcrTasksBuilder)
+    assert (ports.builder.resource_group, ports.builder.registry_name, ports.builder.login_server) == (
+        "rg-shipbot", "shipbotacr", "shipbotacr.azurecr.io")
+    assert isinstance(ports.smoke, acr_task_smoke.AcrTaskSmokeRunner)
+    assert (ports.smoke.registry_name, ports.smoke.budget_seconds) == ("shipbotacr", 90.0)
+    assert ports.smoke.client is ports.builder.client  # one ACR Tasks client
+    assert isinstance(ports.registry, acr_registry.AcrRegistry) and ports.registry.host == "shipbotacr.azurecr.io"
+    assert ports.registry._importer is not None  # promotion imports by ARM
+    assert isinstance(ports.source, github_source.GitHubSource)
+
+
+def test_production_is_promoted_in_the_registry_before_kubernetes_runs_it(azure):
+    deployer = build(azure).deployer
+
+    assert isinstance(deployer, promoting.PromotingDeployer)
+    assert (deployer.environment, deployer.prefix) == ("production", "production")
+    assert isinstance(deployer.inner, kubernetes_deployer.KubernetesDeployer)
+    assert deployer.inner.targets == {
+        "staging": kubernetes_deployer.Target("stg", "scorer", "api", "scorer:8080"),
+        "production": kubernetes_deployer.Target("prd", "scorer", "api", "scorer:8080")}
+    assert deployer.inner.api_client.configuration.host == "https://127.0.0.1:6443"
+
+
+def test_without_a_production_prefix_production_runs_the_staging_image_itself(azure):
+    azure.pop("SHIPBOT_PRODUCTION_PREFIX")
+
+    assert isinstance(build(azure).deployer, kubernetes_deployer.KubernetesDeployer)
+
+
+def test_an_aks_cluster_is_reached_through_its_resource_id(azure, kubeconfig, monkeypatch):
+    azure.pop("SHIPBOT_KUBECONFIG")
+    azure["SHIPBOT_AKS_RESOURCE_ID"] = AKS_ID
+    asked: list[dict] = []
+
+    def api_client(credential, **cluster):  # ARM's listClusterUserCredential: tests/unit/test_aks_credentials.py
+        asked.append(cluster)
+        return aks_credentials.kubeconfig_api_client(kubeconfig)
+
+    monkeypatch.setattr(aks_credentials, "api_client", api_client)
+
+    build(azure)
+
+    assert asked == [{"subscription_id": "00000000-0000-0000-0000-0000000000aa", "resource_group": "rg-aks",
+                      "cluster": "shipbot-aks"}]
+
+
+@pytest.mark.parametrize(("repo", "adapter"), [
+    ("https://github.com/contoso/scoring-app", github_source.GitHubSource),
+    ("https://dev.azure.com/contoso/ml/_git/scoring-app", azure_repos_source.AzureReposSource),
+    ("/srv/git/scoring-app.git", git_source.GitSource),
+])
+def test_the_source_follows_the_form_of_the_repository(azure, repo, adapter):
+    azure["SHIPBOT_GIT_REPO"] = repo
+
+    assert isinstance(build(azure).source, adapter)
+
+
+def test_a_port_can_be_overridden_alone(azure):
+    ports = build({**azure, "SHIPBOT_STORAGE_TARGET": "local", "SHIPBOT_STORAGE": AZURITE,
+                   "SHIPBOT_REGISTRY_TARGET": "local", "SHIPBOT_REGISTRY": "127.0.0.1:5000"})
+
+    assert ports.ledger._container.url == "http://127.0.0.1:10000/devstoreaccount1/ledger"  # Azurite, by key
+    assert isinstance(ports.registry, registry.DistributionRegistry)
+    assert isinstance(ports.builder, acr_tasks_builder.AcrTasksBuilder)  # the others stay azure
+    assert isinstance(ports.deployer.promoter, acr_registry.AcrRegistry)  # the local registry promotes by copy
+    assert ports.deployer.promoter.host == "127.0.0.1:5000" and ports.deployer.promoter._credential is None
+
+
+@pytest.mark.parametrize(("drop", "names"), [
+    ("SHIPBOT_REGISTRY_RESOURCE_ID", "SHIPBOT_REGISTRY_RESOURCE_ID"),
+    ("SHIPBOT_KUBECONFIG", "SHIPBOT_AKS_RESOURCE_ID"),
+    ("SHIPBOT_GIT_REPO", "SHIPBOT_GIT_REPO"),
+    ("SHIPBOT_STORAGE", "storage account URL is empty"),
+])
+def test_azure_mode_without_a_setting_it_needs_says_which(azure, drop, names):
+    azure.pop(drop)
+
+    with pytest.raises(errors.PermanentError, match=names):
+        build(azure)
+
+
+def test_a_connection_string_in_azure_mode_is_refused_without_quoting_it(azure):
+    key = AZURITE.split("AccountKey=")[1].split(";")[0]
+
+    with pytest.raises(errors.PermanentError, match="connection string") as caught:
+        build({**azure, "SHIPBOT_STORAGE": AZURITE})
+
+    assert key not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["SHIPBOT_TARGET", "SHIPBOT_DEPLOYER_TARGET"])
+def test_an_unknown_target_is_refused(azure, name):
+    with pytest.raises(errors.PermanentError, match=f"{name} must be local or azure"):
+        Settings.from_env({**azure, name: "gcp"})
+
+
+def test_the_git_token_is_a_secret_no_repr_shows(azure):
+    settings = Settings.from_env(azure)
+
+    assert settings.git_token == "ghp_s3cr3t"
+    assert "ghp_s3cr3t" not in repr(settings)
