@@ -11,7 +11,8 @@ import logging
 import azure.functions as func
 
 from functions import common
-from shared import errors, jobs
+from shared import errors
+from shared import jobs as job_messages
 
 bp = func.Blueprint()
 log = logging.getLogger("shipbot.functions")
@@ -19,13 +20,16 @@ log = logging.getLogger("shipbot.functions")
 
 @bp.function_name("run_job")
 @bp.queue_trigger(arg_name="message", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def run_job(message: func.QueueMessage) -> None:
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+def run_job(message: func.QueueMessage, jobs: func.Out[list[str]]) -> None:
     try:
-        job = jobs.Job.from_message(message.get_body())
+        job = job_messages.Job.from_message(message.get_body())
     except errors.InvalidEvent as e:
         log.warning("queue message %s dropped: %s", message.id, e)
         return
     try:
-        log.info("job %s: %s", job.kind, common.engine().run(job))
+        outcome = common.engine().run(job)
+        log.info("job %s: %s", job.kind, outcome.summary)
+        common.enqueue(jobs, outcome)  # what follows it (a green smoke test's staging rollout)
     except (errors.Refused, errors.NotFound) as e:
         log.warning("job %s for %s not done: %s", job.kind, job.release_id or job.environment, e)

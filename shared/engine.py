@@ -1,8 +1,9 @@
 """The engine: applies the decisions of shared.planning through the ports and writes the ledger.
 
 Events are hints and state is truth. `handle(event)` turns any trigger into a reconcile of what it concerns
-and returns the jobs (smoke test, rollout) that the trigger enqueues; `run(job)` does one such job. Both are
-safe to repeat: a redelivered event is recognised by its marker, and every step re-reads the ledger before it
+and returns the jobs (smoke test, rollout) that the trigger enqueues; `run(job)` does one such job and returns
+the jobs that follow it (a green smoke test's staging rollout is a job of its own, so that each job fits one
+invocation's time limit however long a remote smoke run and a rollout take). Both are safe to repeat: a redelivered event is recognised by its marker, and every step re-reads the ledger before it
 acts. Rollouts hold the environment's lease, so one environment sees one rollout at a time.
 
 Raises shared.errors; functions/ decides what each means for its trigger.
@@ -231,15 +232,15 @@ class Engine:
         return jobs.rollout("staging", candidate.id, by="reconcile") if candidate else None
 
     # -- jobs -------------------------------------------------------------------------------------------------
-    def run(self, job: Job) -> str:
-        """Runs one job; returns a summary. Repeating a job does no harm."""
+    def run(self, job: Job) -> Outcome:
+        """Runs one job; returns its summary and the jobs to enqueue next. Repeating a job does no harm."""
         if job.kind == "test":
             return self._test(job.release_id)
         if job.kind == "rollout":
-            return self._rollout(job)
-        return self._rollback(job)
+            return Outcome(self._rollout(job))
+        return Outcome(self._rollback(job))
 
-    def _test(self, release_id: str) -> str:
+    def _test(self, release_id: str) -> Outcome:
         now, claimed = self.ports.clock(), [False]
 
         def claim(r: Release) -> Release:  # called again after a 412: the last call says who won
@@ -249,7 +250,7 @@ class Engine:
 
         release = self.ledger.update_release(release_id, claim)
         if not claimed[0]:  # a duplicate job, or the release moved on (superseded, already tested)
-            return f"release {release_id} is {release.status.value}; no test"
+            return Outcome(f"release {release_id} is {release.status.value}; no test")
         try:
             verdict = self.ports.smoke.run(release.ref, self._expectation(release))
         except errors.NotFound as e:  # the image is gone from the registry: nothing left to test
@@ -261,10 +262,11 @@ class Engine:
                 status=Status.FAILED, reason=f"smoke test failed: {verdict.reason}",
                 entry=Entry(now, "smoke test failed", "shipbot", f"{verdict.reason} {detail}".strip())))
             self.ports.notifier.notify(f"{release_id} failed its smoke test", verdict.reason, failed=True)
-            return f"release {release_id} failed its smoke test: {verdict.reason}"
+            return Outcome(f"release {release_id} failed its smoke test: {verdict.reason}", release=release)
         release = self.ledger.update_release(release_id, lambda r: r.with_(
             status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)))
-        return self._rollout(jobs.rollout("staging", release_id, by="shipbot", reason="smoke test passed"))
+        return Outcome(f"release {release_id} passed its smoke test; staging rollout queued",
+                       [jobs.rollout("staging", release_id, by="shipbot", reason="smoke test passed")], release)
 
     def _rollout(self, job: Job) -> str:
         environment = planning.check_environment(job.environment, ENVIRONMENTS)

@@ -49,7 +49,13 @@ class World:
         return self.engine.handle(event).jobs
 
     def run(self, todo: list[jobs.Job]) -> list[str]:
-        return [self.engine.run(job) for job in todo]
+        """Runs the jobs and those they enqueue, in queue order, as the work queue would; their summaries."""
+        queue, summaries = list(todo), []
+        while queue:
+            outcome = self.engine.run(queue.pop(0))
+            summaries.append(outcome.summary)
+            queue += outcome.jobs
+        return summaries
 
     def finish_builds(self) -> list[jobs.Job]:
         """Every running build succeeds and its push event is delivered; returns the jobs that follow."""
@@ -196,7 +202,7 @@ def test_no_automatic_downgrade_of_staging(world):
     current = world.ledger.get_environment("staging").current.release_id
     assert current == world.builder.requests[new_build].release_id
     old = world.ledger.list_releases()[1]
-    assert "no downgrade" in world.engine.run(jobs.rollout("staging", old.id))
+    assert "no downgrade" in world.engine.run(jobs.rollout("staging", old.id)).summary
 
 
 def test_manual_deploy_of_an_older_release_needs_force_and_is_recorded(world):
@@ -305,7 +311,7 @@ def test_two_test_jobs_at_once_run_one_smoke_test(world):
     first = threading.Thread(target=world.engine.run, args=(job,))
     first.start()
     assert inside.wait(5)
-    assert "no test" in world.engine.run(job)  # the duplicate, while the first is still testing
+    assert "no test" in world.engine.run(job).summary  # the duplicate, while the first is still testing
     release.set()
     first.join()
     assert len(world.smoke.runs) == 1

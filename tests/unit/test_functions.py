@@ -187,8 +187,24 @@ def test_environments_lists_both_with_what_runs(world):
 
 def test_bad_queue_message_is_dropped_not_retried(world):
     message = func.QueueMessage(id="m1", body=b"not a job")
-    FUNCTIONS["run_job"](message)  # does not raise: a poison loop helps nobody
-    assert world.ledger.writes == 0
+    out = Out()
+    FUNCTIONS["run_job"](message, jobs=out)  # does not raise: a poison loop helps nobody
+    assert world.ledger.writes == 0 and out.value is None
+
+
+def test_a_green_smoke_test_job_enqueues_the_staging_rollout_as_a_job_of_its_own(world):
+    world.deliver(world.upload("1"))
+    [test_job] = world.finish_builds()
+    out = Out()
+
+    FUNCTIONS["run_job"](func.QueueMessage(id="m1", body=test_job.to_message().encode()), jobs=out)
+
+    (message,) = out.value
+    rollout = jobs.Job.from_message(message.encode())
+    assert (rollout.kind, rollout.environment, rollout.release_id) == ("rollout", "staging", test_job.release_id)
+    assert world.ledger.get_environment("staging").current is None  # not yet: that is the next invocation
+    FUNCTIONS["run_job"](func.QueueMessage(id="m2", body=message.encode()), jobs=Out())
+    assert world.ledger.get_environment("staging").current.release_id == test_job.release_id
 
 
 def test_cloudevents_delivery_builds_like_event_grid(world):
