@@ -19,10 +19,9 @@ AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
 
 
 TARGETS = ("local", "azure")
-PORTS = ("storage", "builder", "registry", "smoke", "deployer")
-"""The ports whose adapter SHIPBOT_TARGET picks (storage: the ledger and the models). The Source's adapter follows
-from the form of SHIPBOT_GIT_REPO (a path, a GitHub URL or an Azure Repos URL), the notifier's from
-SHIPBOT_NOTIFY_URL."""
+"""What SHIPBOT_TARGET and each SHIPBOT_<PORT>_TARGET may say. The ports they pick for: storage (the ledger and
+the models), builder, registry, smoke, deployer. The source follows from the form of SHIPBOT_GIT_REPO (a path,
+a GitHub URL or an Azure Repos URL), the notifier from SHIPBOT_NOTIFY_URL."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def build_ports(settings: Settings) -> ports.Ports:
     parts = _Parts(settings)
     ledger, models = parts.storage()
     return ports.Ports(ledger=ledger, models=models, source=source(settings, parts),
-                       builder=parts.pick("builder"), registry=parts.pick("registry"), smoke=parts.pick("smoke"),
+                       builder=parts.pick("builder"), registry=parts.registry, smoke=parts.pick("smoke"),
                        deployer=parts.deployer(), notifier=notifier(settings),
                        clock=lambda: datetime.now(UTC))
 
