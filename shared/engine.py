@@ -4,7 +4,8 @@ Events are hints and state is truth. `handle(event)` turns any trigger into a re
 and returns the jobs (smoke test, rollout) that the trigger enqueues; `run(job)` does one such job and returns
 the jobs that follow it (a green smoke test's staging rollout is a job of its own, so that each job fits one
 invocation's time limit however long a remote smoke run and a rollout take). Both are safe to repeat: a
-redelivered event is recognised by its marker, and every step re-reads the ledger before it acts. Rollouts hold the environment's lease, so one environment sees one rollout at a time.
+redelivered event is recognised by its marker, and every step re-reads the ledger before it acts. Rollouts
+hold the environment's lease, so one environment sees one rollout at a time.
 
 Raises shared.errors; functions/ decides what each means for its trigger.
 """
