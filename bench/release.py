@@ -9,7 +9,8 @@ version (new weights, so a new release) and times, from the ledger's history and
     (build, push: the builder's own figures inside `image`, when it had them at push time)
     queue      image seen -> smoke test started (the work queue)
     smoke      the smoke test (container start, /readyz, /version, sample /score)
-    rollout    smoke test passed -> staging verified: start, ready, verify and switch of the staging container
+    rollout    smoke test passed -> staging verified: its job through the work queue, then start, ready, verify
+               and switch of the staging container
     total      upload finished -> staging's /version reports the release (polled every 50 ms)
 
 Prints each run, then p50 and max per step. Timings are reported, never asserted.
