@@ -121,8 +121,8 @@ def follow(client: api.Client, environment: str, *, model_version: int, quiet: b
     raise SystemExit(f"model v{model_version} did not reach {environment} within {TIMEOUT_S} s")
 
 
-def score(url: str) -> str:
-    body = (MODELS / "1" / "sample-request.json").read_bytes()
+def score(url: str, sample: Path) -> str:
+    body = sample.read_bytes()
     version = httpx.get(f"{url}/version", timeout=5).json()
     result = httpx.post(f"{url}/score", content=body, timeout=5).json()["result"]
     return f"model v{version['model_version']} {version['release_id']}: /score -> [{result[0]:.2f}, ...]"
@@ -162,7 +162,7 @@ def main() -> int:
     cli.main(["status"])
     envs = {e["name"]: e for e in client.list_environments()}
     for name in ("staging", "production"):
-        print(f"{name:<11} {envs[name]['url']:<24} {score(envs[name]['url'])}")
+        print(f"{name:<11} {envs[name]['url']:<24} {score(envs[name]['url'], train(first) / 'sample-request.json')}")
     print(f"\nAPI {api.DEFAULT_URL}/api (key in {STATE}/host-keys.json); registry http://127.0.0.1:5000; "
           "Azurite 127.0.0.1:10000-10002.\nThe stack keeps running: `.venv/bin/shipbot status`, "
           "`.venv/bin/shipbot down` to stop it.")
