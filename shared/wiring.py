@@ -85,18 +85,21 @@ class _Parts:
                 "registry_name": match["name"]}
 
     @functools.cached_property
-    def arm(self) -> dict[str, Any]:
-        """What every ARM client gets: the endpoint, and the token audience that goes with it."""
-        endpoint = self.settings.cloud.arm_endpoint
-        return {"base_url": endpoint, "credential_scopes": [f"{endpoint}/.default"]} if endpoint else {}
+    def arm_endpoint(self) -> str | None:
+        """Resource Manager's URL for every ARM client; None: the SDKs' default, the public cloud's."""
+        return self.settings.cloud.arm_endpoint or None
+
+    @functools.cached_property
+    def arm_scopes(self) -> dict[str, Any]:
+        """The token audience that goes with a non-default endpoint (the SDKs' default is the public cloud's)."""
+        return {"credential_scopes": [f"{self.arm_endpoint}/.default"]} if self.arm_endpoint else {}
 
     @functools.cached_property
     def tasks_client(self) -> Any:
         from shared.adapters.azure import acr_runs
 
-        options = dict(self.arm)
-        endpoint = options.pop("base_url", None)
-        return acr_runs.tasks_client(self.credential, self.acr["subscription_id"], endpoint=endpoint, **options)
+        return acr_runs.tasks_client(self.credential, self.acr["subscription_id"], endpoint=self.arm_endpoint,
+                                     **self.arm_scopes)
 
     @functools.cached_property
     def registry(self) -> Any:
@@ -140,9 +143,8 @@ class _Parts:
     def azure_registry(self) -> Any:
         from shared.adapters.azure import acr_import, acr_registry
 
-        options = dict(self.arm)
-        importer = (acr_import.ArmImageImport(credential=self.credential, arm_endpoint=options.pop("base_url", None),
-                                              **self.acr, **options)
+        importer = (acr_import.ArmImageImport(credential=self.credential, arm_endpoint=self.arm_endpoint,
+                                              **self.acr, **self.arm_scopes)
                     if self.settings.cloud.registry_resource_id else None)  # without it, promotion copies
         return acr_registry.AcrRegistry(host=self.settings.registry, credential=self.credential, importer=importer)
 
@@ -189,7 +191,7 @@ class _Parts:
             resource_id = _required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
                                     "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)")
             api_client = aks_credentials.api_client(self.credential, **aks_credentials.parse_cluster_id(resource_id),
-                                                    **self.arm)
+                                                    base_url=self.arm_endpoint, **self.arm_scopes)
         targets = {env: kubernetes_deployer.Target(namespace, cloud.deployment, cloud.container, cloud.service)
                    for env, namespace in (("staging", cloud.staging_namespace),
                                           ("production", cloud.production_namespace))}
