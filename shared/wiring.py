@@ -191,7 +191,8 @@ class _Parts:
             resource_id = _required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
                                     "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)")
             api_client = aks_credentials.api_client(self.credential, **aks_credentials.parse_cluster_id(resource_id),
-                                                    base_url=self.arm_endpoint, **self.arm_scopes)
+                                                    **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}),
+                                                    **self.arm_scopes)
         targets = {env: kubernetes_deployer.Target(namespace, cloud.deployment, cloud.container, cloud.service)
                    for env, namespace in (("staging", cloud.staging_namespace),
                                           ("production", cloud.production_namespace))}
