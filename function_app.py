@@ -6,6 +6,8 @@ import azure.functions as func
 
 from functions import api, git_webhook, image_pushed, model_uploaded, timers, work
 
+BLUEPRINTS = tuple(module.bp for module in (model_uploaded, image_pushed, git_webhook, timers, work, api))
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (model_uploaded, image_pushed, git_webhook, timers, work, api):
-    app.register_functions(blueprint.bp)
+for blueprint in BLUEPRINTS:
+    app.register_functions(blueprint)

@@ -59,7 +59,7 @@ def environments(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="environments/{environment}/deploy", methods=["POST"])
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 @common.http_errors
-def deploy(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+def deploy(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
     doc = common.json_body(req, optional=False)
     job = operations.deploy(common.engine(), req.route_params["environment"],
                             release_id=common.field(doc, "release_id"), digest=common.field(doc, "digest"),
@@ -72,7 +72,7 @@ def deploy(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpRespons
 @bp.route(route="environments/production/promote", methods=["POST"])
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 @common.http_errors
-def promote(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+def promote(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
     doc = common.json_body(req)
     job = operations.promote(common.engine(), release_id=common.field(doc, "release_id"), by=common.actor(req),
                              reason=common.field(doc, "reason", default=""),
@@ -84,13 +84,13 @@ def promote(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpRespon
 @bp.route(route="environments/{environment}/rollback", methods=["POST"])
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 @common.http_errors
-def rollback(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+def rollback(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
     doc = common.json_body(req)
     job = operations.rollback(common.engine(), req.route_params["environment"], by=common.actor(req),
                               reason=common.field(doc, "reason", default=""))
     return _queued(jobs, job)
 
 
-def _queued(jobs: func.Out[list[str]], job) -> func.HttpResponse:
+def _queued(jobs: common.Jobs, job) -> func.HttpResponse:
     jobs.set([job.to_message()])
     return common.answer(202, {"job": dataclasses.asdict(job), "release_id": job.release_id or None})

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import typing
 from typing import Any
 
 import azure.functions as func
@@ -20,6 +21,10 @@ import azure.functions as func
 from shared import errors, events, wiring
 from shared.engine import Engine, Outcome
 from shared.settings import Settings
+
+# A queue output of job messages. typing.List, not list[str]: the Python worker refuses a builtin generic
+# here ("invalid non-type annotation") and then indexes no function at all.
+Jobs = func.Out[typing.List[str]]  # noqa: UP006
 
 log = logging.getLogger("shipbot.functions")
 
@@ -37,7 +42,7 @@ def engine() -> Engine:
     return wiring.engine(settings())
 
 
-def enqueue(out: func.Out[list[str]], outcome: Outcome) -> None:
+def enqueue(out: Jobs, outcome: Outcome) -> None:
     if outcome.jobs:
         out.set([job.to_message() for job in outcome.jobs])
 
@@ -54,7 +59,7 @@ def event_grid_envelope(event: func.EventGridEvent | func.CloudEvent) -> dict[st
             "dataVersion": event.data_version, "data": event.get_json()}
 
 
-def handle_event(parse, event: func.EventGridEvent, jobs_out: func.Out[list[str]]) -> None:
+def handle_event(parse, event: func.EventGridEvent, jobs_out: Jobs) -> None:
     """Parse, hand to the engine, enqueue its jobs. Bad payloads are logged and acknowledged; a transient
     failure raises so that Event Grid redelivers."""
     try:

@@ -20,7 +20,7 @@ log = logging.getLogger("shipbot.functions")
 @bp.route(route="webhooks/{provider}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 @common.http_errors
-def git_webhook(req: func.HttpRequest, jobs: func.Out[list[str]]) -> func.HttpResponse:
+def git_webhook(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
     settings, provider = common.settings(), req.route_params.get("provider")
     headers, body = {k.lower(): v for k, v in req.headers.items()}, req.get_body()
     secret = {"github": settings.github_secret, "azure-devops": settings.azure_devops_secret}.get(provider)

@@ -15,5 +15,5 @@ bp = func.Blueprint()
 @bp.function_name("image_pushed")
 @bp.event_grid_trigger(arg_name="event")
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def image_pushed(event: func.EventGridEvent, jobs: func.Out[list[str]]) -> None:
+def image_pushed(event: func.EventGridEvent, jobs: common.Jobs) -> None:
     common.handle_event(events.parse_image_pushed, event, jobs)

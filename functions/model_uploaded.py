@@ -17,6 +17,6 @@ bp = func.Blueprint()
 @bp.function_name("model_uploaded")
 @bp.event_grid_trigger(arg_name="event")
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def model_uploaded(event: func.EventGridEvent, jobs: func.Out[list[str]]) -> None:
+def model_uploaded(event: func.EventGridEvent, jobs: common.Jobs) -> None:
     parse = functools.partial(events.parse_blob_created, models_container=common.settings().models_container)
     common.handle_event(parse, event, jobs)

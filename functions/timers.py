@@ -18,7 +18,7 @@ log = logging.getLogger("shipbot.functions")
 @bp.function_name("nightly_promotion")
 @bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_PROMOTION_SCHEDULE%", use_monitor=True)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def nightly_promotion(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+def nightly_promotion(timer: func.TimerRequest, jobs: common.Jobs) -> None:
     outcome = common.engine().handle(events.PromotionDue(datetime.now(UTC)))
     log.info("nightly promotion: %s", outcome.summary)
     common.enqueue(jobs, outcome)
@@ -27,7 +27,7 @@ def nightly_promotion(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> No
 @bp.function_name("reconcile")
 @bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_RECONCILE_SCHEDULE%", use_monitor=False)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def reconcile(timer: func.TimerRequest, jobs: func.Out[list[str]]) -> None:
+def reconcile(timer: func.TimerRequest, jobs: common.Jobs) -> None:
     outcome = common.engine().handle(events.ReconcileDue(datetime.now(UTC)))
     log.info("reconcile: %s (%d jobs)", outcome.summary, len(outcome.jobs))
     common.enqueue(jobs, outcome)

@@ -21,7 +21,7 @@ log = logging.getLogger("shipbot.functions")
 @bp.function_name("run_job")
 @bp.queue_trigger(arg_name="message", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
-def run_job(message: func.QueueMessage, jobs: func.Out[list[str]]) -> None:
+def run_job(message: func.QueueMessage, jobs: common.Jobs) -> None:
     try:
         job = job_messages.Job.from_message(message.get_body())
     except errors.InvalidEvent as e:

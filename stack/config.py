@@ -4,10 +4,10 @@
   local.settings.json.example) into `environ` without overriding a variable already set, as `func start`
   does; the functions then read their settings from the process environment, as in Azure.
 - `HostOptions.read(folder)`: the parts of host.json the local host honours (routePrefix, the queue trigger's
-  options, functionTimeout), with the Functions host's defaults where host.json is silent.
+  options, functionTimeout), with the Functions host's defaults (Flex Consumption's) where host.json is silent.
 - `resolve(value, settings)`: `%NAME%` binding expressions -> the setting's value (a missing one is an error
   at start-up, as in the host).
-- `connection_string(name, settings)`: a binding's `connection` names a setting (or `AzureWebJobs<name>`);
+- `connection_string(name, settings)`: a binding's `connection` names a setting (`AzureWebJobs<name>` first);
   an empty name means AzureWebJobsStorage.
 
 Reads files only; never logs a setting's value.
@@ -35,22 +35,28 @@ class QueueOptions:
     """host.json `extensions.queues`, with the defaults of the Functions host except where noted."""
 
     batch_size: int = 4  # the host's default is 16; this machine has 2 cores shared with others
-    new_batch_threshold: int | None = None  # None: batch_size / 2, as in the host
+    new_batch_threshold: int | None = None  # None: batch_size / 2 (the host's, times its processor count: 1 here)
     max_dequeue_count: int = 5
     visibility_timeout: timedelta = timedelta(0)  # how long a failed message stays invisible before its retry
     max_polling_interval: timedelta = timedelta(seconds=2)  # the host's is 1 minute; 2 s keeps local runs brisk
     message_encoding: str = "base64"  # "base64" | "none"
+    lease: timedelta = timedelta(minutes=10)  # not in host.json: the host's lease on a received message (tests shorten it)
 
     @property
     def threshold(self) -> int:
         return self.new_batch_threshold if self.new_batch_threshold is not None else self.batch_size // 2
 
 
+MIN_FUNCTION_TIMEOUT = timedelta(seconds=1)
+DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)  # Flex Consumption's
+
+
 @dataclass(frozen=True, slots=True)
 class HostOptions:
     route_prefix: str = "api"
-    function_timeout: timedelta | None = timedelta(minutes=10)
+    function_timeout: timedelta | None = DEFAULT_FUNCTION_TIMEOUT  # None: unbounded ("-1")
     queues: QueueOptions = QueueOptions()
+    front_end_timeout: timedelta = timedelta(seconds=230)  # not in host.json: Azure's HTTP front end gives up then
 
     @classmethod
     def read(cls, folder: Path) -> HostOptions:
@@ -75,8 +81,13 @@ class HostOptions:
             raise ConfigError("host.json extensions.queues: batchSize and maxDequeueCount must be >= 1, "
                               "messageEncoding base64 or none")
         timeout = doc.get("functionTimeout")
-        return cls(route_prefix=str(http.get("routePrefix", "api")).strip("/"),
-                   function_timeout=None if timeout in (None, "-1") else _timespan(timeout, None),
+        function_timeout = DEFAULT_FUNCTION_TIMEOUT if timeout is None else \
+            None if str(timeout) == "-1" else _timespan(timeout, None)
+        if function_timeout is not None and function_timeout < MIN_FUNCTION_TIMEOUT:
+            # The host's words; on Flex Consumption there is no upper bound, so its maximum is TimeSpan.MaxValue.
+            raise ConfigError("FunctionTimeout must be greater than 00:00:01 and less than "
+                              "10675199.02:48:05.4775807.")
+        return cls(route_prefix=str(http.get("routePrefix", "api")).strip("/"), function_timeout=function_timeout,
                    queues=options)
 
 
@@ -110,13 +121,30 @@ def resolve(value: str, settings: Mapping[str, str], *, what: str) -> str:
 
 
 def connection_string(name: str | None, settings: Mapping[str, str], *, what: str) -> str:
-    """A binding's `connection` -> the connection string in the setting it names (or AzureWebJobs<name>)."""
-    candidates = [name, f"AzureWebJobs{name}"] if name else ["AzureWebJobsStorage"]
-    for candidate in candidates:
-        value = settings.get(candidate)
-        if value:
-            return value
-    raise ConfigError(f"{what}: connection {name or 'AzureWebJobsStorage'!r} names no app setting with a value")
+    """A binding's `connection` -> its connection string, looked up in the host's order.
+
+    `AzureWebJobs<name>` first, then `<name>`, each as a connection string (`ConnectionStrings:<key>`, or
+    `ConnectionStrings__<key>` in the environment) before an app setting; an empty value counts as missing.
+    No name means `Storage`, so `AzureWebJobsStorage`.
+    """
+    name = name or "Storage"
+    for key in (f"AzureWebJobs{name}", name):
+        for candidate in (f"ConnectionStrings:{key}", f"ConnectionStrings__{key}", key):
+            value = settings.get(candidate)
+            if value:
+                return value
+    raise ConfigError(f"{what}: Storage account connection string 'AzureWebJobs{name}' does not exist. "
+                      "Make sure that it is a defined App Setting.")
+
+
+def timespan_text(span: timedelta) -> str:
+    """A timedelta as .NET writes a TimeSpan: [d.]hh:mm:ss[.fffffff]."""
+    whole = int(span.total_seconds())
+    days, rest = divmod(whole, 86400)
+    text = f"{rest // 3600:02}:{rest % 3600 // 60:02}:{rest % 60:02}"
+    if span.microseconds:
+        text += f".{span.microseconds * 10:07}"
+    return f"{days}.{text}" if days else text
 
 
 def _timespan(value: object, default: timedelta | None) -> timedelta | None:

@@ -65,7 +65,7 @@ class Host:
         self.clients = queues.Clients()
         self.invoker = functions.Invoker(
             send_queue=queues.QueueSender(self.clients, settings, encoding=self.options.queues.message_encoding),
-            function_directory=str(folder))
+            function_directory=str(folder), timeout=self.options.function_timeout)
         threads = workers or int(settings.get("PYTHON_THREADPOOL_THREAD_COUNT") or min(32, (os.cpu_count() or 1) + 4))
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="invocation")
         self.timers = timers.Timers(

@@ -1,16 +1,18 @@
-"""NCRONTAB schedules, as the Azure Functions timer trigger reads them: six fields, UTC.
+"""NCRONTAB schedules, as the Azure Functions timer trigger reads them: six fields (or five), UTC.
 
     {second} {minute} {hour} {day} {month} {day-of-week}       e.g. "0 30 2 * * *" (02:30:00 every day)
+    {minute} {hour} {day} {month} {day-of-week}                e.g. "30 2 * * *"   (the same, seconds 0)
 
 Fields take numbers, `*`, lists (`1,15`), ranges (`1-5`), steps (`*/5`, `0-30/10`) and English month and day
 names (JAN, MON); day-of-week counts from Sunday = 0. Parsing and the calendar arithmetic are croniter's; this
 module only holds NCRONTAB's differences from Vixie cron:
-- six fields with the seconds first (a five-field expression is refused, as the Functions host refuses it);
+- six fields with the seconds first; five fields are read without seconds (the host parses with
+  IncludingSeconds unless there are exactly five), any other count is refused;
 - day-of-month and day-of-week are ANDed (NCrontab matches a day only when both fields match, where Vixie cron
   ORs them when both are restricted);
 - no croniter extensions (`L`, `#`, `H`, `?`), which NCrontab does not know;
-- a TimeSpan (`hh:mm:ss` or `d.hh:mm:ss`, which the host accepts on App Service plans) means "one interval
-  after the previous occurrence", as the host's constant schedule does.
+- a TimeSpan (`hh:mm:ss`) is refused with the host's message: ShipBot runs on Flex Consumption, where the host
+  takes CRON expressions only (TimeSpans work on App Service plans alone).
 
 Pure. No I/O.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from croniter import croniter
 
@@ -34,13 +36,10 @@ _TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d{1,2}):(\d{2})(?::(\d{2}))?")
 class Schedule:
     """One timer's schedule: `next_after(moment)` is the first occurrence strictly after `moment` (UTC)."""
 
-    expression: str
-    interval: timedelta | None = None  # set for a TimeSpan schedule, None for a cron expression
+    expression: str  # six fields, seconds first
 
     def next_after(self, moment: datetime) -> datetime:
         moment = _utc(moment)
-        if self.interval is not None:
-            return moment + self.interval
         return croniter(self.expression, moment, ret_type=datetime, day_or=False,
                         second_at_beginning=True).get_next(datetime).astimezone(UTC)
 
@@ -54,19 +53,17 @@ class Schedule:
 
 
 def parse(expression: str) -> Schedule:
-    """An NCRONTAB expression or TimeSpan -> Schedule; ValueError names what is wrong with it."""
+    """An NCRONTAB expression -> Schedule; ValueError names what is wrong with it."""
     text = " ".join(expression.split())
-    span = _TIMESPAN.fullmatch(text)
-    if span is not None:
-        days, hours, minutes, seconds = (int(part or 0) for part in span.groups())
-        interval = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        if interval <= timedelta(0) or minutes > 59 or seconds > 59:
-            raise ValueError(f"TimeSpan schedule {expression!r} is not a positive interval")
-        return Schedule(text, interval)
+    if _TIMESPAN.fullmatch(text):
+        raise ValueError(f"'{expression}' is not a valid CRON expression.")
     fields = text.split(" ")
+    if len(fields) == 5:
+        fields.insert(0, "0")
     if len(fields) != 6:
-        raise ValueError(f"schedule {expression!r} has {len(fields)} fields; NCRONTAB needs 6: "
-                         "{second} {minute} {hour} {day} {month} {day-of-week}")
+        raise ValueError(f"schedule {expression!r} has {len(fields)} fields; NCRONTAB takes 6: "
+                         "{second} {minute} {hour} {day} {month} {day-of-week}, or 5 without the seconds")
+    text = " ".join(fields)
     for field in fields:
         if not _FIELD.fullmatch(field):
             raise ValueError(f"schedule {expression!r}: field {field!r} is not NCRONTAB")

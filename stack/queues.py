@@ -3,8 +3,11 @@
 `QueueListener` does what the host's queue listener does for one queue-triggered function:
 - creates the queue when missing; polls it, at once while there are messages, and with a backoff that doubles
   from 100 ms up to `max_polling_interval` while it is idle;
-- receives up to `batch_size` messages (invisible for 10 minutes while they run), runs them concurrently, and
-  fetches more once fewer than `new_batch_threshold` are still running;
+- receives `batch_size` messages (at most 32, the service's limit), runs them concurrently, and fetches
+  another batch whenever no more than `new_batch_threshold` are still running: at most batchSize +
+  newBatchThreshold run at once per listener, as in the host, and each host on the queue runs its own;
+- receives them invisible for 10 minutes and, while one runs, renews that every 5 minutes (half the
+  lease), as the host does, so that a long invocation is not delivered to another host meanwhile;
 - decodes the host's default base64 encoding (host.json `messageEncoding` "none" reads the text as it is);
 - deletes a message when its invocation succeeded; when it failed, makes it visible again after
   `visibility_timeout`, or, once it was dequeued `max_dequeue_count` times, moves it to `<queue>-poison`
@@ -22,6 +25,7 @@ import base64
 import binascii
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from datetime import timedelta
@@ -36,8 +40,8 @@ from stack import config
 from stack.functions import Function
 
 log = logging.getLogger("stack.queues")
-RECEIVE_VISIBILITY = timedelta(minutes=10)  # the host's, with the default functionTimeout of 10 minutes
 MIN_POLL = 0.1
+MAX_RECEIVE = 32  # Azure Storage queues hand out at most 32 messages per receive
 
 Invoke = Callable[[Function, func.QueueMessage], Any]
 
@@ -90,14 +94,16 @@ class QueueListener:
     def __init__(self, function: Function, client: QueueClient, poison: QueueClient, invoke: Invoke,
                  pool: Executor, *, options: config.QueueOptions) -> None:
         self.function, self.client, self.poison = function, client, poison
-        self._invoke, self._pool, self._options = invoke, pool, options
+        self._invoke, self._pool, self._options, self._lease = invoke, pool, options, options.lease
         self._stopping = threading.Event()
         self._changed = threading.Condition()
         self._running: set[Future[None]] = set()
+        self._leases = Leases(client, options.lease)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         ensure_queue(self.client)
+        self._leases.start()
         self._thread = threading.Thread(target=self._loop, name=f"queue-{self.function.name}", daemon=True)
         self._thread.start()
 
@@ -108,20 +114,20 @@ class QueueListener:
             self._changed.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._leases.stop()
 
     def _loop(self) -> None:
         idle = MIN_POLL
-        limit = max(min(self._options.threshold, self._options.batch_size - 1), 0)
+        threshold, batch = max(self._options.threshold, 0), min(self._options.batch_size, MAX_RECEIVE)
         while not self._stopping.is_set():
-            with self._changed:  # wait for room: no more running than the threshold
-                self._changed.wait_for(lambda: self._stopping.is_set() or len(self._running) <= limit)
-                room = self._options.batch_size - len(self._running)
+            with self._changed:  # the host fetches a new batch once no more than newBatchThreshold run
+                self._changed.wait_for(lambda: self._stopping.is_set() or len(self._running) <= threshold)
             if self._stopping.is_set():
                 break
             try:
                 messages = list(self.client.receive_messages(
-                    max_messages=room, messages_per_page=room,
-                    visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds())))
+                    max_messages=batch, messages_per_page=batch,
+                    visibility_timeout=int(self._lease.total_seconds())))
             except AzureError as e:
                 log.warning("queue %s: receive failed (%s); retrying", self.client.queue_name, type(e).__name__)
                 messages = []
@@ -134,6 +140,7 @@ class QueueListener:
                 continue
             idle = MIN_POLL
             for message in messages:
+                self._leases.hold(message)
                 future = self._pool.submit(self._process, message)
                 with self._changed:
                     self._running.add(future)
@@ -163,20 +170,20 @@ class QueueListener:
         except Exception:  # noqa: BLE001 - the invoker logged it; here it decides retry or poison
             self._failed(message)
         else:
-            self._settle(lambda: self.client.delete_message(message.id, message.pop_receipt), message)
+            self._settle(lambda receipt: self.client.delete_message(message.id, receipt), message)
 
     def _failed(self, message: QueueMessage) -> None:
         if message.dequeue_count >= self._options.max_dequeue_count:
             self._to_poison(message, f"its invocation failed {message.dequeue_count} times (maxDequeueCount)")
         else:
-            self._settle(lambda: self.client.update_message(
-                message.id, message.pop_receipt,
+            self._settle(lambda receipt: self.client.update_message(
+                message.id, receipt,
                 visibility_timeout=int(self._options.visibility_timeout.total_seconds())), message)
 
     def _to_poison(self, message: QueueMessage, reason: str) -> None:
-        def move() -> None:
+        def move(receipt: str) -> None:
             ensure_queue(self.poison).send_message(message.content)
-            self.client.delete_message(message.id, message.pop_receipt)
+            self.client.delete_message(message.id, receipt)
 
         log.warning("queue %s: message %s moved to %s: %s", self.client.queue_name, message.id,
                     self.poison.queue_name, reason,
@@ -184,14 +191,80 @@ class QueueListener:
                                       "dequeue_count": message.dequeue_count}})
         self._settle(move, message)
 
-    def _settle(self, action: Callable[[], Any], message: QueueMessage) -> None:
+    def _settle(self, action: Callable[[str], Any], message: QueueMessage) -> None:
+        """Ends the lease and settles the message with its latest pop receipt (renewals change it)."""
+        receipt = self._leases.release(message)
+        if receipt is None:
+            log.warning("queue %s: message %s was lost while it ran (its lease could not be renewed)",
+                        self.client.queue_name, message.id)
+            return
         try:
-            action()
+            action(receipt)
         except ResourceNotFoundError:  # its visibility ran out and another receive owns it now
             log.warning("queue %s: message %s was no longer ours to settle", self.client.queue_name, message.id)
         except AzureError as e:
             log.warning("queue %s: settling message %s failed (%s); it reappears after its visibility timeout",
                         self.client.queue_name, message.id, type(e).__name__)
+
+
+class Leases:
+    """The received messages of one listener, each kept invisible while it runs: renewed at half its lease.
+
+    One thread renews them all. A renewal that the service refuses (the message is gone, or its receipt is
+    stale) ends that lease: the message's settle is then skipped with a warning, as the host does.
+    """
+
+    def __init__(self, client: QueueClient, lease: timedelta) -> None:
+        self._client, self._lease = client, lease
+        self._held: dict[str, list[Any]] = {}  # message id -> [pop receipt, monotonic time the next renewal is due]
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"leases-{self._client.queue_name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def hold(self, message: QueueMessage) -> None:
+        with self._changed:
+            self._held[message.id] = [message.pop_receipt, time.monotonic() + self._lease.total_seconds() / 2]
+            self._changed.notify_all()
+
+    def release(self, message: QueueMessage) -> str | None:
+        """Ends the lease: the receipt to settle the message with, None when the lease was lost."""
+        with self._changed:
+            held = self._held.pop(message.id, None)
+        return None if held is None else held[0]
+
+    def _loop(self) -> None:
+        half = self._lease.total_seconds() / 2
+        with self._changed:
+            while not self._stopping:
+                now = time.monotonic()
+                due = [(id_, held) for id_, held in self._held.items() if held[1] <= now]
+                for id_, held in due:
+                    held[0] = self._renew(id_, held[0])
+                    held[1] = time.monotonic() + half
+                    if held[0] is None:
+                        self._held.pop(id_, None)
+                nearest = min((held[1] for held in self._held.values()), default=None)
+                self._changed.wait(None if nearest is None else max(nearest - time.monotonic(), 0))
+
+    def _renew(self, message_id: str, receipt: str) -> str | None:
+        try:
+            return self._client.update_message(message_id, receipt,
+                                               visibility_timeout=int(self._lease.total_seconds())).pop_receipt
+        except AzureError as e:
+            log.warning("queue %s: renewing the lease on message %s failed (%s)", self._client.queue_name,
+                        message_id, type(e).__name__)
+            return None if isinstance(e, ResourceNotFoundError) else receipt
 
 
 def encode(body: bytes, encoding: str) -> str:

@@ -194,8 +194,15 @@ class Server:
         body = await request.body(self.max_body)
         http_request = func.HttpRequest(request.method, request.url, headers=request.headers,
                                         params=request.query, route_params=route_params, body=body)
-        try:
-            result = await self.host.run(function, http_request)
+        invocation = asyncio.ensure_future(self.host.run(function, http_request))
+        invocation.add_done_callback(_observed)
+        try:  # Azure's front end gives up on a request after 230 s: 502, while the invocation runs on
+            result = await asyncio.wait_for(asyncio.shield(invocation),
+                                            self.host.options.front_end_timeout.total_seconds())
+        except TimeoutError:
+            log.warning("HTTP function %s ran past the front end's %s s: answered 502, the invocation goes on",
+                        function.name, self.host.options.front_end_timeout.total_seconds())
+            return Response(502)
         except Exception:  # noqa: BLE001 - logged by the invoker; the host answers 500
             return Response(500)
         return http_answer(result.http_response)
@@ -292,3 +299,9 @@ def admin_trigger(kind: str, value: str, *, cloud: bool = False) -> Any:
             raise eventgrid.BadRequest("the input is one event")
         return eventgrid.to_trigger(items[0], cloud_event_parameter=cloud)
     raise eventgrid.BadRequest(f"cannot run a {kind} function from the admin endpoint")
+
+
+def _observed(task: asyncio.Future[Any]) -> None:
+    """Retrieves an invocation's exception (the invoker logged it), also when nobody awaits it any more."""
+    if not task.cancelled():
+        task.exception()

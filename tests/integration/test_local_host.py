@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tarfile
 import threading
+import typing
 import uuid
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from shared import events, settings
+from stack import config
 from stack.bridge import BridgeOptions
 from stack.delivery import RetryPolicy
 from stack.host import Host
@@ -112,13 +115,15 @@ class Calls:
 
 
 def host(app: func.FunctionApp, tmp_path: Path, port: int, *, settings: dict[str, str] | None = None,
-         host_json: dict | None = None, bridge: BridgeOptions | None = None) -> Host:
+         host_json: dict | None = None, bridge: BridgeOptions | None = None,
+         options: config.HostOptions | None = None) -> Host:
     folder = tmp_path / "app"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if host_json is not None:
         (folder / "host.json").write_text(json.dumps(host_json))
     return Host(app, settings={"SHIPBOT_STORAGE": AZURITE, **(settings or {})}, state_dir=tmp_path / "state",
-                folder=folder, url=f"http://127.0.0.1:{port}", host_keys=KEYS, workers=4, bridge=bridge)
+                folder=folder, url=f"http://127.0.0.1:{port}", host_keys=KEYS, workers=4, bridge=bridge,
+                options=options)
 
 
 def envelope(event: func.EventGridEvent) -> dict[str, Any]:
@@ -173,34 +178,77 @@ def test_a_message_that_always_fails_moves_to_the_poison_queue_after_max_dequeue
                    what="the message to leave its queue")
 
 
-def test_no_more_than_batch_size_messages_run_at_once(azurite: str, tmp_path: Path, names) -> None:
-    queue, port = names("batch"), free_port()
-    running, peak, lock, release = [0], [0], threading.Lock(), threading.Event()
-    app = func.FunctionApp()
+class Holding:
+    """Queue apps whose invocations wait at a gate the test opens, counting what runs on each host."""
 
-    @app.queue_trigger(arg_name="msg", queue_name=queue, connection="SHIPBOT_STORAGE")
-    def hold(msg: func.QueueMessage) -> None:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        try:
-            assert release.wait(20), "the test never released the messages"
-        finally:
-            with lock:
-                running[0] -= 1
+    def __init__(self, queue: str) -> None:
+        self.queue, self.gate, self.lock = queue, threading.Semaphore(0), threading.Lock()
+        self.running: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.ran: list[tuple[str, str]] = []  # (host, message id), once each invocation is done
 
-    options = {"version": "2.0", "extensions": {"queues": {"batchSize": 2, "newBatchThreshold": 0}}}
-    with serving(host(app, tmp_path, port, host_json=options), port=port):
-        client = QueueClient.from_connection_string(azurite, queue)
-        for n in range(5):
-            client.send_message(base64.b64encode(f"job {n}".encode()).decode())
-        eventually(lambda: running[0] == 2, what="two messages running")
-        assert not release.wait(0.5)  # half a second in which a third must not start
-        assert peak[0] == 2
-        release.set()
-        eventually(lambda: client.get_queue_properties().approximate_message_count == 0 and running[0] == 0,
-                   timeout=20, what="all five messages done")
-    assert peak[0] == 2
+    def app(self, label: str) -> func.FunctionApp:
+        app = func.FunctionApp()
+
+        @app.queue_trigger(arg_name="msg", queue_name=self.queue, connection="SHIPBOT_STORAGE")
+        def hold(msg: func.QueueMessage) -> None:
+            with self.lock:
+                self.running[label] = self.running.get(label, 0) + 1
+                self.peak[label] = max(self.peak.get(label, 0), self.running[label])
+            try:
+                assert self.gate.acquire(timeout=30), "the test never opened the gate"
+            finally:
+                with self.lock:
+                    self.running[label] -= 1
+                    self.ran.append((label, msg.id))
+
+        return app
+
+
+def test_each_host_runs_up_to_batch_size_plus_new_batch_threshold_and_two_hosts_share_a_queue(
+        azurite: str, tmp_path: Path, names) -> None:
+    holding, ports = Holding(names("batch")), (free_port(), free_port())
+    options = {"version": "2.0", "extensions": {"queues": {"batchSize": 2, "newBatchThreshold": 1}}}
+    client = QueueClient.from_connection_string(azurite, holding.queue)
+    client.create_queue()
+    for n in range(12):
+        client.send_message(base64.b64encode(f"job {n}".encode()).decode())
+    with serving(host(holding.app("a"), tmp_path / "a", ports[0], host_json=options), port=ports[0]):
+        eventually(lambda: holding.running.get("a") == 2, what="a first batch of two")
+        holding.gate.release()  # one done: one left running, at the threshold, so another batch of two comes
+        eventually(lambda: holding.running.get("a") == 3, what="batchSize + newBatchThreshold running")
+        assert not holding.gate.acquire(timeout=0.5) and holding.peak["a"] == 3  # and no fourth
+        with serving(host(holding.app("b"), tmp_path / "b", ports[1], host_json=options), port=ports[1]):
+            eventually(lambda: holding.running.get("b") == 2, what="the second host's own batch")
+            assert holding.running["a"] == 3
+            holding.gate.release(100)
+            eventually(lambda: len(holding.ran) == 12, timeout=30, what="all twelve messages done")
+            eventually(lambda: client.get_queue_properties().approximate_message_count == 0,
+                       what="the queue to empty")
+    ids = [message for _, message in holding.ran]
+    assert len(set(ids)) == 12  # each message ran once, on one host or the other
+    assert {label for label, _ in holding.ran} == {"a", "b"}
+    assert holding.peak["a"] == 3 and 2 <= holding.peak["b"] <= 3
+
+
+def test_a_running_message_keeps_its_lease_past_the_first_one(azurite: str, tmp_path: Path, names) -> None:
+    """The host receives a message for 10 minutes and renews at half: here a 2 s lease and a 5 s invocation."""
+    holding, ports = Holding(names("lease")), (free_port(), free_port())
+    short = config.HostOptions(queues=config.QueueOptions(lease=timedelta(seconds=2)))
+    client = QueueClient.from_connection_string(azurite, holding.queue)
+    client.create_queue()
+    client.send_message(base64.b64encode(b"long job").decode())
+    first = host(holding.app("a"), tmp_path / "a", ports[0], options=short)
+    second = host(holding.app("b"), tmp_path / "b", ports[1], options=short)
+    with serving(first, port=ports[0]), serving(second, port=ports[1]):
+        eventually(lambda: sum(holding.running.values()) == 1, what="the message running on one host")
+        assert not holding.gate.acquire(timeout=5)  # two and a half leases in which the other must not get it
+        assert sum(holding.peak.values()) == 1
+        holding.gate.release()
+        eventually(lambda: len(holding.ran) == 1, what="the invocation done")
+        eventually(lambda: client.get_queue_properties().approximate_message_count == 0,
+                   what="the message deleted with its renewed receipt")
+    assert len(holding.ran) == 1
 
 
 def test_queue_outputs_are_enqueued_base64_after_the_function_returns(azurite: str, tmp_path: Path, names) -> None:
@@ -210,7 +258,7 @@ def test_queue_outputs_are_enqueued_base64_after_the_function_returns(azurite: s
     @app.route(route="enqueue", methods=["POST"])
     @app.queue_output(arg_name="one", queue_name="%OUT_QUEUE%", connection="SHIPBOT_STORAGE")
     @app.queue_output(arg_name="many", queue_name=batch, connection="SHIPBOT_STORAGE")
-    def enqueue(req: func.HttpRequest, one: func.Out[str], many: func.Out[list[str]]) -> func.HttpResponse:
+    def enqueue(req: func.HttpRequest, one: func.Out[str], many: func.Out[typing.List[str]]) -> func.HttpResponse:
         one.set(req.get_body().decode())
         many.set(["a", "b"])
         return func.HttpResponse(status_code=202)

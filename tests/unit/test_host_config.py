@@ -34,8 +34,19 @@ def test_binding_expressions_and_connections_resolve_from_settings() -> None:
     assert config.connection_string(None, settings, what="q") == "default"
     with pytest.raises(config.ConfigError, match="MISSING"):
         config.resolve("%MISSING%", settings, what="q")
-    with pytest.raises(config.ConfigError):
+    with pytest.raises(config.ConfigError, match=r"^q: Storage account connection string 'AzureWebJobsNOPE' does "
+                                                 "not exist. Make sure that it is a defined App Setting.$"):
         config.connection_string("NOPE", {}, what="q")
+
+
+def test_connections_are_looked_up_in_the_hosts_order() -> None:
+    every = {"ConnectionStrings:AzureWebJobsX": "1", "AzureWebJobsX": "2", "ConnectionStrings:X": "3", "X": "4"}
+    for expected, key in enumerate(every, start=1):
+        assert config.connection_string("X", {k: v for k, v in every.items() if int(v) >= expected},
+                                        what="q") == str(expected), key
+    assert config.connection_string("X", {"AzureWebJobsX": "", "X": "plain"}, what="q") == "plain"  # empty: missing
+    assert config.connection_string("X", {"ConnectionStrings__X": "env form"}, what="q") == "env form"
+    assert config.connection_string("", {"AzureWebJobsStorage": "default"}, what="q") == "default"
 
 
 def test_host_json_queue_options_and_defaults(tmp_path: Path) -> None:

@@ -55,8 +55,7 @@ def make_app() -> func.FunctionApp:
                                              "invocation": context.invocation_id}))
 
     @app.function_name("named_output")
-    @app.route(route="named", auth_level=func.AuthLevel.ANONYMOUS)
-    @app.generic_output_binding(arg_name="res", type="http")
+    @app.route(route="named", auth_level=func.AuthLevel.ANONYMOUS, binding_arg_name="res")
     def named_output(req: func.HttpRequest, res: func.Out[func.HttpResponse]) -> None:
         res.set(func.HttpResponse("set through an Out", status_code=202))
 

@@ -58,10 +58,22 @@ def test_ncrontab_has_six_fields_seconds_first_and_ands_the_two_day_fields() -> 
     friday_13th = ncrontab.parse("0 0 0 13 * FRI")  # NCrontab: the 13th AND a Friday (Vixie cron: OR)
     assert friday_13th.next_after(EVENING) == datetime(2024, 9, 13, tzinfo=UTC)
     assert ncrontab.parse("*/15 * * * * *").next_after(EVENING) == EVENING + timedelta(seconds=15)
-    assert ncrontab.parse("00:05:00").next_after(EVENING) == EVENING + timedelta(minutes=5)
-    for bad in ("0 30 2 * *", "0 0 0 L * *", "0 0 0 * * MON#2", "61 * * * * *", "0 0 0 * * FUN"):
+    for bad in ("0 0 0 L * *", "0 0 0 * * MON#2", "61 * * * * *", "0 0 0 * * FUN"):
         with pytest.raises(ValueError):
             ncrontab.parse(bad)
+
+
+def test_five_fields_are_read_without_seconds_as_the_host_reads_them() -> None:
+    assert ncrontab.parse("30 2 * * *") == ncrontab.parse("0 30 2 * * *")
+    assert ncrontab.parse("*/5 * * * *").next_after(EVENING) == EVENING + timedelta(minutes=5)
+    for bad in ("* * * *", "0 0 0 * * * 2025"):
+        with pytest.raises(ValueError, match="fields"):
+            ncrontab.parse(bad)
+
+
+def test_a_timespan_schedule_is_refused_as_flex_consumption_refuses_it() -> None:
+    with pytest.raises(ValueError, match=r"^'00:05:00' is not a valid CRON expression\.$"):
+        ncrontab.parse("00:05:00")
 
 
 def test_a_timer_fires_when_the_injected_clock_reaches_its_schedule(tmp_path: Path) -> None:
