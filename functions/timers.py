@@ -25,7 +25,10 @@ def nightly_promotion(timer: func.TimerRequest, jobs: common.Jobs) -> None:
 
 
 @bp.function_name("reconcile")
-@bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_RECONCILE_SCHEDULE%", use_monitor=False)
+# run_on_startup: a host that (re)starts repairs at once what a dead one left (a lost build, a test or a
+# rollout under way). Each new instance runs it once more; reconcile is idempotent, so that only costs a read.
+@bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_RECONCILE_SCHEDULE%", run_on_startup=True,
+                  use_monitor=False)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 def reconcile(timer: func.TimerRequest, jobs: common.Jobs) -> None:
     outcome = common.engine().handle(events.ReconcileDue(datetime.now(UTC)))

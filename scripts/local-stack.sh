@@ -6,8 +6,11 @@
 #   scripts/local-stack.sh packages    Debian packages the stack needs (docker.io, docker-registry, ...)
 #   scripts/local-stack.sh docker      a Docker engine on /var/run/docker.sock
 #   scripts/local-stack.sh registry    the distribution registry on 127.0.0.1:5000, deletes enabled
+#   scripts/local-stack.sh mariadb     the database that holds Azurite's blob metadata, on 127.0.0.1:3307
 #   scripts/local-stack.sh azurite     Azure Storage's emulator: blob 127.0.0.1:10000, queue :10001, table :10002
 #   scripts/local-stack.sh down        stop Azurite, the registry and the engine that this script started
+#   scripts/local-stack.sh stop PART.. stop some of them (azurite, mariadb, registry, docker): `shipbot up` undoes a
+#                                      start that failed halfway with it
 #
 # Environment: SHIPBOT_STATE (default /var/lib/shipbot) holds the registry's storage, Azurite's npm prefix
 # (node/) and data (azurite/), configs and logs;
@@ -25,6 +28,11 @@ notify_secret_file=$state/registry-notify.secret
 azurite_version=3.35.0  # the newest whose package declares Node 18 (Debian 12) and 20 support
 # Azurite's blob endpoint for its well-known development account.
 azurite_blob=http://127.0.0.1:10000/devstoreaccount1
+# Azurite keeps blob metadata in memory and saves it every few seconds (LokiJS): a killed Azurite loses
+# writes it had acknowledged. With AZURITE_DB it keeps blob metadata in MariaDB instead, committed before it
+# answers, so the ledger and the models survive a crash of Azurite as they survive one of Azure Storage.
+mariadb_port=${SHIPBOT_MARIADB_PORT:-3307}
+mariadb_dir=$state/mariadb
 log() { printf '[local-stack] %s\n' "$*" >&2; }
 
 # Poll until "$@" succeeds, for at most $1 seconds: start-up has no event to wait on but the answer itself.
@@ -45,6 +53,7 @@ packages() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v curl >/dev/null || missing+=(curl)
   command -v git >/dev/null || missing+=(git)
+  command -v mariadbd >/dev/null || missing+=(mariadb-server)
   ((${#missing[@]} == 0)) && return 0
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -128,16 +137,49 @@ azurite_install() {
   echo "$azurite_version" >"$prefix/.azurite-version"
 }
 
+mariadb_answers() { mariadb-admin --socket="$mariadb_dir/mariadb.sock" --user=root ping >/dev/null 2>&1; }
+
+# A MariaDB of our own (own data directory, port and socket; never the system's service) with one database
+# for Azurite, its user's password made once (mode 0600) in $state/mariadb.secret.
+mariadb() {
+  command -v mariadbd >/dev/null || packages
+  mariadb_answers && return 0
+  mkdir -p "$mariadb_dir" "$state/log"
+  if [[ ! -s $state/mariadb.secret ]]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$state/mariadb.secret")
+  fi
+  if [[ ! -d $mariadb_dir/data/mysql ]]; then
+    log "creating the MariaDB data directory"
+    mariadb-install-db --datadir="$mariadb_dir/data" --user=root --auth-root-authentication-method=socket \
+      --skip-test-db >>"$state/log/mariadb.log" 2>&1 || { tail -20 "$state/log/mariadb.log" >&2; exit 1; }
+  fi
+  (umask 077; cat >"$mariadb_dir/init.sql" <<SQL
+CREATE DATABASE IF NOT EXISTS azurite CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+CREATE USER IF NOT EXISTS 'azurite'@'127.0.0.1' IDENTIFIED BY '$(<"$state/mariadb.secret")';
+ALTER USER 'azurite'@'127.0.0.1' IDENTIFIED BY '$(<"$state/mariadb.secret")';
+GRANT ALL ON azurite.* TO 'azurite'@'127.0.0.1';
+SQL
+  )
+  log "starting mariadb on 127.0.0.1:$mariadb_port"
+  setsid mariadbd --datadir="$mariadb_dir/data" --user=root --bind-address=127.0.0.1 --port="$mariadb_port" \
+    --socket="$mariadb_dir/mariadb.sock" --pid-file="$mariadb_dir/mariadbd.pid" --init-file="$mariadb_dir/init.sql" \
+    --skip-log-bin --transaction-isolation=SERIALIZABLE --innodb-lock-wait-timeout=2 --log-error="$state/log/mariadb.log" </dev/null >>"$state/log/mariadb.log" 2>&1 &
+  echo $! >"$state/mariadb.pid"
+  wait_for 60 mariadb_answers || { tail -20 "$state/log/mariadb.log" >&2; log "mariadb did not come up"; exit 1; }
+}
+
 # Any HTTP answer from the blob endpoint (Azurite replies 400/403 to a bare GET) means it is up.
 azurite_answers() { curl -s -o /dev/null -m 2 "$azurite_blob?comp=list"; }
 
 azurite() {
   azurite_answers && return 0
   azurite_install
+  mariadb
   mkdir -p "$state/azurite" "$state/log"
   log "starting azurite on 127.0.0.1:10000-10002"
   # --skipApiVersionCheck: the Python SDK may speak a newer storage API version than this Azurite knows.
   # --disableTelemetry: it would otherwise post usage data to Application Insights (no network here anyway).
+  AZURITE_DB="mysql://azurite:$(<"$state/mariadb.secret")@127.0.0.1:$mariadb_port/azurite" \
   setsid "$state/node/bin/azurite" --skipApiVersionCheck --disableTelemetry --location "$state/azurite" \
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 >>"$state/log/azurite.log" 2>&1 </dev/null &
   echo $! >"$state/azurite.pid"
@@ -156,8 +198,19 @@ case ${1:-up} in
   docker) docker_engine ;;
   registry) registry ;;
   base-image) "$here/base-image.sh" ;;
+  mariadb) mariadb ;;
   azurite) azurite ;;
   up) packages; docker_engine; registry; azurite; "$here/base-image.sh" ;;
-  down) stop_pid "$state/azurite.pid"; stop_pid "$state/registry.pid"; stop_pid "$state/dockerd.pid" ;;
-  *) echo "usage: $0 [up|packages|docker|registry|azurite|base-image|down]" >&2; exit 2 ;;
+  down) stop_pid "$state/azurite.pid"; stop_pid "$state/mariadb.pid"; stop_pid "$state/registry.pid"
+        stop_pid "$state/dockerd.pid" ;;
+  stop)
+    shift
+    for part in "$@"; do
+      case $part in
+        azurite|mariadb|registry) stop_pid "$state/$part.pid" ;;
+        docker) stop_pid "$state/dockerd.pid" ;;
+        *) echo "stop: no part named $part (azurite, mariadb, registry, docker)" >&2; exit 2 ;;
+      esac
+    done ;;
+  *) echo "usage: $0 [up|packages|docker|registry|mariadb|azurite|base-image|down|stop PART...]" >&2; exit 2 ;;
 esac

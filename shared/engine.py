@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from shared import errors, events, jobs, planning, ports
 from shared.jobs import Job
@@ -35,7 +34,6 @@ class Config:
     model_name: str | None = None          # None: the most recently uploaded model name
     allowed_repositories: frozenset[str] = frozenset()  # full names; ImagePushed elsewhere is ignored
     max_build_attempts: int = 3
-    stuck_after: timedelta = timedelta(minutes=15)
 
 
 @dataclass(slots=True)
@@ -92,6 +90,7 @@ class Engine:
         found: list[Job] = []
         for release in self.ledger.list_releases():  # first, so that a build found failed is retried below
             found += self._repair(release)
+        found += self._orphaned_rollouts()
         wanted, summary = self._ensure_wanted_release(trigger)
         staging = self._staging_behind()
         if staging:
@@ -197,14 +196,30 @@ class Engine:
             return self._check_build(release)
         if release.status is Status.BUILT:
             return [jobs.test(release.id)]  # its test job was lost, or is queued (running it twice is safe)
-        if release.status is Status.TESTING and planning.stuck(release, self.ports.clock(),
-                                                               after=self.config.stuck_after):
-            now = self.ports.clock()  # its test died with its worker: make it claimable again
-            self.ledger.update_release(release.id, lambda r: r.with_(
-                status=Status.BUILT, entry=Entry(now, "smoke test lost", "reconcile", "retrying"))
-                if r.status is Status.TESTING else r)
-            return [jobs.test(release.id)]
+        if release.status is Status.TESTING and self._lease_free(self.ledger.lease_release(release.id,
+                                                                                          wait=False)):
+            return [jobs.test(release.id)]  # its tester died (its lease lapsed): the test job takes it over
         return []
+
+    def _orphaned_rollouts(self) -> list[Job]:
+        """Rollouts whose worker died under way: the environment says one is pending and nobody holds its lease."""
+        found = []
+        for name in ENVIRONMENTS:
+            env = self.ledger.get_environment(name)
+            if env.pending and self._lease_free(self.ledger.lease_environment(name, wait=False)):
+                try:
+                    found.append(Job.from_message(env.pending))
+                except errors.InvalidEvent:
+                    log.error("environment %s: its pending rollout is not a job; dropped", name)
+        return found
+
+    @staticmethod
+    def _lease_free(lease) -> bool:
+        try:
+            with lease:
+                return True
+        except errors.LeaseBusy:
+            return False
 
     def _check_build(self, release: Release) -> list[Job]:
         build = self.ports.builder.get_build(release.build_id)
@@ -215,9 +230,10 @@ class Engine:
                                                                       build.digest))
                 if r.status is Status.BUILDING else r)
             return [jobs.test(release.id)]
-        if build.state in (ports.BuildState.FAILED, ports.BuildState.UNKNOWN):
-            reason = (f"build {build.build_id} failed: {build.error}" if build.state is ports.BuildState.FAILED
-                      else f"build {build.build_id} was lost (the builder has no record of it)")
+        if build.state is ports.BuildState.UNKNOWN:
+            return self._lost_build(release, build.build_id)
+        if build.state is ports.BuildState.FAILED:
+            reason = f"build {build.build_id} failed: {build.error}"
             if build.log_url:
                 reason += f" (log: {build.log_url})"
             self.ledger.update_release(release.id, lambda r: r.with_(
@@ -225,6 +241,35 @@ class Engine:
                 if r.status is Status.BUILDING else r)
             self.ports.notifier.notify(f"build of {release.id} failed", reason, failed=True)
         return []
+
+    def _lost_build(self, release: Release, build_id: str) -> list[Job]:
+        """A build the builder has no record of (lost with a restarted host): an infrastructure fault, not the
+        app's. If its image made it to the registry, take it; else build again at once, not as an attempt."""
+        now = self.ports.clock()
+        image = self._image_of(release)
+        if image is not None:
+            self.ledger.update_release(release.id, lambda r: _image_arrived(
+                r, image.digest, now, f"found by its tag after build {build_id} was lost")
+                if r.status is Status.BUILDING and r.build_id == build_id else r)
+            return [jobs.test(release.id)]
+        request = ports.BuildRequest(release_id=release.id, commit=release.commit or "", model=release.model,
+                                     repository=release.repository, tag=release.tag)
+        new_id = self.ports.builder.begin_build(request, self.ports.source, self.ports.models)
+        self.ledger.update_release(release.id, lambda r: r.with_(
+            build_id=new_id, entry=Entry(now, "build restarted", "reconcile",
+                                         f"build {build_id} was lost (the builder has no record of it); "
+                                         f"build {new_id}")) if r.status is Status.BUILDING and r.build_id == build_id
+                                    else r)
+        return []
+
+    def _image_of(self, release: Release) -> ports.Image | None:
+        """The release's image in the registry, by its tag, if it is the one built for this release."""
+        repository = release.repository.removeprefix(f"{self.ports.registry.host}/")
+        try:
+            image = self.ports.registry.get_image(repository, release.tag)
+        except errors.NotFound:
+            return None
+        return image if image.labels.get(RELEASE_LABEL) == release.id else None
 
     def _staging_behind(self) -> Job | None:
         staging = self.ledger.get_environment("staging")
@@ -242,11 +287,21 @@ class Engine:
         return Outcome(self._rollback(job))
 
     def _test(self, release_id: str) -> Outcome:
+        """The smoke test, under the release's lease: a release `testing` whose lease is free lost its tester,
+        and the next test job (from reconcile, or the redelivered one) takes it over."""
+        try:
+            with self.ledger.lease_release(release_id, wait=False):
+                return self._test_leased(release_id)
+        except errors.LeaseBusy:
+            return Outcome(f"release {release_id} is being tested by another worker; no test")
+
+    def _test_leased(self, release_id: str) -> Outcome:
         now, claimed = self.ports.clock(), [False]
 
         def claim(r: Release) -> Release:  # called again after a 412: the last call says who won
-            claimed[0] = r.status is Status.BUILT
-            return r.with_(status=Status.TESTING, entry=Entry(now, "smoke test started", "shipbot", r.ref or "")) \
+            claimed[0] = r.status in (Status.BUILT, Status.TESTING)  # TESTING with its lease ours: tester died
+            what = "smoke test started" if r.status is Status.BUILT else "smoke test restarted (its tester died)"
+            return r.with_(status=Status.TESTING, entry=Entry(now, what, "shipbot", r.ref or "")) \
                 if claimed[0] else r
 
         release = self.ledger.update_release(release_id, claim)
@@ -274,20 +329,39 @@ class Engine:
         with self.ledger.lease_environment(environment):
             release = self.ledger.get_release(job.release_id)
             env = self.ledger.get_environment(environment)
-            if not job.force:
-                why = planning.refusal(release, env, self.current_release(env), automatic=job.automatic,
-                                       tested_on="staging" if environment == "production" else None)
-                if why:
+            why = "" if job.force else planning.refusal(
+                release, env, self.current_release(env), automatic=job.automatic,
+                tested_on="staging" if environment == "production" else None)
+            if job.force and release.digest is None:
+                why = f"release {release.id} has no image"
+            if why:
+                self._pending(environment, None, of=job.release_id)  # e.g. a dead worker's, done since
+                if not job.force:
                     self._record_refusal(release, environment, job, why)
-                    return f"not deployed to {environment}: {why}"
-            elif release.digest is None:
-                return f"not deployed to {environment}: release {release.id} has no image"
-            verdict = self.ports.deployer.deploy(environment, release.ref, self._expectation(release))
+                return f"not deployed to {environment}: {why}"
+            env = self._pending(environment, job.to_message())  # a worker that dies leaves it for reconcile
+            try:
+                verdict = self.ports.deployer.deploy(environment, release.ref, self._expectation(release))
+            except errors.PermanentError as failure:  # retrying will not help: not pending any more, say so
+                now, why = self.ports.clock(), f"{release.id}: {failure}"
+                self.ledger.update_environment(environment, lambda e: e.with_(pending=None, entry=Entry(
+                    now, "rollout failed", job.by, why)))
+                raise
             if verdict.passed:
                 self._record_deployed(release, env, job, verdict)
                 return f"{release.id} runs on {environment}"
             self._record_failed_rollout(release, env, job, verdict)
             return f"rollout of {release.id} to {environment} failed and was rolled back: {verdict.reason}"
+
+    def _pending(self, environment: str, message: str | None, *, of: str | None = None) -> Environment:
+        """Records the rollout under way on `environment` (the caller holds its lease); None clears it, only
+        when it is a rollout of release `of` if that is given."""
+        def change(e: Environment) -> Environment:
+            if e.pending == message or (of is not None and e.pending and _job_release(e.pending) != of):
+                return e
+            return e.with_(pending=message)
+
+        return self.ledger.update_environment(environment, change)
 
     def _rollback(self, job: Job) -> str:
         environment = planning.check_environment(job.environment, ENVIRONMENTS)
@@ -320,7 +394,7 @@ class Engine:
         how = "forced by " + job.by if job.force else f"by {job.by}"
         detail = f"{how}; {job.reason}; {_steps(verdict)}".strip("; ")
         self.ledger.update_environment(env.name, lambda e: e.with_(
-            current=Deployment(release.id, release.ref, now, job.by), previous=e.current,
+            current=Deployment(release.id, release.ref, now, job.by), previous=e.current, pending=None,
             entry=Entry(now, "deployed", job.by, f"{release.id}: {detail}")))
         self.ledger.update_release(release.id, lambda r: r.with_(
             deployed=r.deployed + ((env.name,) if env.name not in r.deployed else ()),
@@ -339,7 +413,7 @@ class Engine:
         self.ledger.update_release(release.id, lambda r: r.with_(
             status=Status.FAILED if job.automatic else r.status, reason=reason, rolled_back=True,
             entry=Entry(now, f"rollout to {env.name} failed", job.by, f"{verdict.reason}; {restored}")))
-        self.ledger.update_environment(env.name, lambda e: e.with_(entry=Entry(
+        self.ledger.update_environment(env.name, lambda e: e.with_(pending=None, entry=Entry(
             now, "rolled back automatically", "shipbot", f"{release.id} failed verification; {restored}")))
         self.ports.notifier.notify(f"rollout of {release.id} to {env.name} failed", f"{reason}; {restored}",
                                    failed=True)
@@ -368,6 +442,13 @@ class Engine:
                                      model_sha256=image.labels.get(MODEL_SHA_LABEL) or None, commit=release.commit)
         return ports.Expectation(release.id, model_sha256=release.model.sha256 if release.model else None,
                                  commit=release.commit)
+
+
+def _job_release(message: str) -> str | None:
+    try:
+        return Job.from_message(message).release_id
+    except errors.InvalidEvent:
+        return None
 
 
 def _image_arrived(release: Release, digest: str, now, detail: str) -> Release:

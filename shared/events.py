@@ -40,7 +40,7 @@ SIDECAR_FILES = frozenset({"sample-request.json", "sample-response.json"})
 _BLOB_SUBJECT = re.compile(r"/blobServices/default/containers/([^/]+)/blobs/(.+)", re.DOTALL)
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _MODEL_PATH = re.compile(rf"({_NAME})/({_NAME})/([A-Za-z0-9][A-Za-z0-9._-]{{0,127}})")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The OCI distribution spec's grammar (it also allows `__` and runs of `-`, which ACR accepts).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -235,7 +235,7 @@ def parse_image_pushed(payload: Mapping[str, Any] | bytes | str) -> ImagePushed 
         event_id=envelope.id, registry=request.matching("host", _HOST), event_time=envelope.time,
         repository=target.matching("repository", _REPOSITORY, max_length=255),
         tag=None if tag is None else target.matching("tag", _TAG),
-        digest=target.matching("digest", _DIGEST), media_type=media_type)
+        digest=target.matching("digest", DIGEST), media_type=media_type)
 
 
 class _Envelope(NamedTuple):

@@ -10,7 +10,7 @@ Raises shared.errors. No I/O of its own: everything goes through the engine's po
 
 from __future__ import annotations
 
-from shared import errors, jobs, planning
+from shared import errors, events, jobs, planning
 from shared.engine import Engine
 from shared.jobs import Job
 from shared.releases import ENVIRONMENTS, Entry, Environment, Release, Status
@@ -82,6 +82,8 @@ def _find(engine: Engine, release_id: str | None, digest: str | None) -> Release
     if release_id:
         return engine.ledger.get_release(release_id)
     if digest:
+        if not events.DIGEST.fullmatch(digest):
+            raise errors.InvalidEvent(f"digest {digest[:80]!r} is not sha256: followed by 64 lowercase hex digits")
         for release in engine.ledger.list_releases():
             if release.digest == digest:
                 return release

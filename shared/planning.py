@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
 
 from shared import errors
 from shared.releases import Environment, Model, Release, Status, newer
@@ -41,12 +40,6 @@ def superseded_by(new: Release, releases: Iterable[Release]) -> list[Release]:
 
 def should_retry_build(release: Release, *, max_attempts: int) -> bool:
     return release.status is Status.FAILED and release.digest is None and release.build_attempts < max_attempts
-
-
-def stuck(release: Release, now: datetime, *, after: timedelta) -> bool:
-    """In flight with nothing recorded for `after`: its event or job was lost."""
-    last = release.history[-1].at if release.history else release.created
-    return release.status.in_flight and now - last > after
 
 
 def refusal(release: Release, environment: Environment, current: Release | None, *,

@@ -41,9 +41,14 @@ class Ledger(Protocol):
     def get_environment(self, name: str) -> Environment: ...
     def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment: ...
 
-    def lease_environment(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """Holds the one-writer lease on an environment's rollouts; waits for it (bounded), then
-        LeaseBusy (a TransientError)."""
+    def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Holds the one-writer lease on an environment's rollouts; waits for it (bounded; not at all when
+        `wait` is false), then LeaseBusy (a TransientError). A holder that dies loses it within a minute."""
+        ...
+
+    def lease_release(self, release_id: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """The same for one release's smoke test: held while it runs, so that a free lease on a release still
+        `testing` means its tester died."""
         ...
 
     def create_event_marker(self, event_id: str) -> None: ...               # Exists: seen before

@@ -137,6 +137,7 @@ class Environment:
     current: Deployment | None = None
     previous: Deployment | None = None  # what a rollback goes back to
     history: tuple[Entry, ...] = ()
+    pending: str | None = None  # the job message of the rollout under way: a dead worker's is redone
 
     def with_(self, *, entry: Entry | None = None, **changes: Any) -> Environment:
         if entry is not None:
@@ -150,7 +151,7 @@ class Environment:
     def from_json(cls, doc: dict[str, Any]) -> Environment:
         return cls(name=doc["name"], current=_deployment(doc.get("current")),
                    previous=_deployment(doc.get("previous")),
-                   history=tuple(_entry(e) for e in doc.get("history", ())))
+                   history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"))
 
 
 def newer(a: Release, b: Release) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from shared import errors
 
@@ -91,8 +90,6 @@ class Settings:
     """Local environments are the containers `<prefix>-staging` and `<prefix>-production`."""
     staging_port: int = 8081
     production_port: int = 8080
-    stuck_minutes: float = 15.0
-    """A release in flight with no news for this long is retried by reconcile: a lost event or job."""
     production_prefix: str = ""
     """SHIPBOT_PRODUCTION_PREFIX: promote before production runs an image: `<prefix>/<repository>@<digest>`
     in the same registry, imported (ACR) or copied with its digest kept. Empty: production runs the staging
@@ -111,9 +108,6 @@ class Settings:
     def allowed(self) -> frozenset[str]:
         return frozenset(f"{self.registry}/{r}" for r in (self.repository, *self.allowed_repositories))
 
-    @property
-    def stuck_after(self) -> timedelta:
-        return timedelta(minutes=self.stuck_minutes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -164,6 +158,5 @@ class Settings:
             smoke_seconds=number("SMOKE_SECONDS", 180.0), verify_seconds=number("VERIFY_SECONDS", 120.0),
             environment_prefix=get("ENVIRONMENT_PREFIX", "shipbot"),
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
-            stuck_minutes=number("STUCK_MINUTES", 15.0),
             production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud,
         )

@@ -34,7 +34,7 @@ from shared.settings import Settings
 def engine(settings: Settings) -> Engine:
     config = Config(repository=settings.repository_ref, release_branch=settings.release_branch,
                     model_name=settings.model_name, allowed_repositories=settings.allowed,
-                    max_build_attempts=settings.max_build_attempts, stuck_after=settings.stuck_after)
+                    max_build_attempts=settings.max_build_attempts)
     return Engine(build_ports(settings), config)
 
 

@@ -9,6 +9,11 @@ stderr to `$SHIPBOT_STATE/log/host.log`, its pid in `$SHIPBOT_STATE/host.pid`) u
 waits, with a deadline, until `GET /admin/host/status` answers 200 to the master key of
 `$SHIPBOT_STATE/host-keys.json`.
 
+An `up` that fails halfway (a daemon or the host does not come up, the deadline passes, Ctrl-C) leaves the
+stack as it found it: it stops the host and the daemons this call started (those whose pid file names a
+live process now and did not before), stops the environment containers it started and removes the app
+repository it created; what was running before is left running.
+
 `down` stops the host (SIGTERM to its process group, SIGKILL after a deadline), then the daemons the script
 started (`scripts/local-stack.sh down`). Environment containers are left as they are (they stop with an
 engine that the script started); `purge=True` removes them first.
@@ -23,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,27 +118,91 @@ def up(stack: Stack, *, timeout_s: float = 120.0, note: Callable[[str], None] = 
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     with _locked(stack):
-        note("the stack's daemons: scripts/local-stack.sh up")
+        undo = _Undo(stack, daemons=_live_daemons(stack))
+        try:
+            return _up(stack, undo, t0, deadline, timeout_s, note, progress, script_output)
+        except BaseException:
+            for undone in undo(note=note, output=script_output):
+                note(undone)
+            raise
+
+
+def _up(stack: Stack, undo: _Undo, t0: float, deadline: float, timeout_s: float, note: Callable[[str], None],
+        progress: Callable[[str], None], script_output: TextIO | None) -> Up:
+    note("the stack's daemons: scripts/local-stack.sh up")
+    try:
         _script(stack, "up", output=script_output)
-        for started_again in start_environments(stack.environments):
-            note(started_again)
-        _app_repository(stack)
-        if host_answers(stack):
-            return Up(host_pid(stack), False, time.monotonic() - t0)
-        pid, started = host_pid(stack), False
-        if pid is None:
-            note(f"starting the host on {stack.url}, log in {stack.log_file}")
-            pid, started = _spawn_host(stack), True
-        while not host_answers(stack):
-            if not _alive(pid):
-                stack.pid_file.unlink(missing_ok=True)
-                raise StackError(f"the host exited while starting; the end of {stack.log_file}:\n{_tail(stack)}")
-            if time.monotonic() >= deadline:
-                raise StackError(f"the host (pid {pid}) did not answer {stack.url}/admin/host/status within "
-                                 f"{timeout_s:.0f}s; the end of {stack.log_file}:\n{_tail(stack)}")
-            progress(f"waiting for the host on {stack.url}")
-            time.sleep(POLL_S)  # nothing to wait on but the answer itself: poll it, bounded by the deadline
-        return Up(pid, started, time.monotonic() - t0)
+    finally:
+        undo.daemons_after = _live_daemons(stack)
+    for name, started_again in start_environments(stack.environments, named=True):
+        undo.environments.append(name)
+        note(started_again)
+    undo.app_repo = _app_repository(stack)
+    if host_answers(stack):
+        return Up(host_pid(stack), False, time.monotonic() - t0)
+    pid, started = host_pid(stack), False
+    if pid is None:
+        note(f"starting the host on {stack.url}, log in {stack.log_file}")
+        pid, started = _spawn_host(stack), True
+        undo.host = True
+    while not host_answers(stack):
+        if not _alive(pid):
+            stack.pid_file.unlink(missing_ok=True)
+            raise StackError(f"the host exited while starting; the end of {stack.log_file}:\n{_tail(stack)}")
+        if time.monotonic() >= deadline:
+            raise StackError(f"the host (pid {pid}) did not answer {stack.url}/admin/host/status within "
+                             f"{timeout_s:.0f}s; the end of {stack.log_file}:\n{_tail(stack)}")
+        progress(f"waiting for the host on {stack.url}")
+        time.sleep(POLL_S)  # nothing to wait on but the answer itself: poll it, bounded by the deadline
+    return Up(pid, started, time.monotonic() - t0)
+
+
+DAEMONS = (("azurite", "azurite.pid"), ("mariadb", "mariadb.pid"), ("registry", "registry.pid"),
+           ("docker", "dockerd.pid"))  # in the order they stop
+
+
+def _live_daemons(stack: Stack) -> dict[str, int]:
+    """The script's daemons that run now: part -> pid, from the pid files it writes."""
+    live = {}
+    for part, file in DAEMONS:
+        try:
+            pid = int((stack.state / file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            live[part] = pid
+    return live
+
+
+@dataclass
+class _Undo:
+    """What one `up` started, to be stopped again when it fails."""
+
+    stack: Stack
+    daemons: dict[str, int]                       # running before the script ran
+    daemons_after: dict[str, int] = field(default_factory=dict)
+    environments: list[str] = field(default_factory=list)
+    app_repo: bool = False
+    host: bool = False
+
+    def __call__(self, *, note: Callable[[str], None], output: TextIO | None) -> list[str]:
+        done = []
+        if self.host and stop_host(self.stack, note=note):
+            done.append("stopped the host this start began")
+        if self.environments:
+            done += _each_container(tuple(self.environments), lambda c: (c.stop(), f"stopped {c.name} again")[1])
+        if self.app_repo:
+            shutil.rmtree(self.stack.app_repo, ignore_errors=True)
+            done.append(f"removed {self.stack.app_repo}, created by this start")
+        after = self.daemons_after or _live_daemons(self.stack)
+        started = [part for part, _ in DAEMONS if part in after and part not in self.daemons]
+        if started:
+            try:
+                _script(self.stack, "stop", *started, output=output)
+                done.append(f"stopped {', '.join(started)}, started by this start")
+            except StackError as e:
+                done.append(f"could not stop {', '.join(started)}: {e}")
+        return done
 
 
 def down(stack: Stack, *, purge: bool = False, timeout_s: float = 20.0,
@@ -208,10 +278,19 @@ def host_answers(stack: Stack) -> bool:
     return response.status_code == 200
 
 
-def start_environments(names: tuple[str, ...] = ENVIRONMENT_CONTAINERS) -> list[str]:
-    """Starts environment containers that exist but were stopped (by `down`, or an engine restart)."""
-    return _each_container(names, lambda c: (c.start(), f"started {c.name} again")[1]
-                           if c.status in ("created", "exited") else None)
+def start_environments(names: tuple[str, ...] = ENVIRONMENT_CONTAINERS, *, named: bool = False) -> list[Any]:
+    """Starts environment containers that exist but were stopped (by `down`, or an engine restart).
+
+    The notes, or with `named` (name, note) pairs.
+    """
+    def start(container: Any) -> Any:
+        if container.status not in ("created", "exited"):
+            return None
+        container.start()
+        note = f"started {container.name} again"
+        return (container.name, note) if named else note
+
+    return _each_container(names, start)
 
 
 def remove_environments(names: tuple[str, ...] = ENVIRONMENT_CONTAINERS) -> list[str]:
@@ -240,9 +319,9 @@ def _each_container(names: tuple[str, ...], action: Callable[[Any], str | None])
     return notes
 
 
-def _script(stack: Stack, verb: str, *, output: TextIO | None) -> None:
+def _script(stack: Stack, verb: str, *parts: str, output: TextIO | None) -> None:
     out = output if output is not None else sys.stderr
-    result = subprocess.run(["bash", str(stack.root / "scripts" / "local-stack.sh"), verb],
+    result = subprocess.run(["bash", str(stack.root / "scripts" / "local-stack.sh"), verb, *parts],
                             env=stack.child_environ(), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                             check=False)
     if result.returncode != 0:
@@ -250,12 +329,18 @@ def _script(stack: Stack, verb: str, *, output: TextIO | None) -> None:
                          f"{stack.state / 'log'}")
 
 
-def _app_repository(stack: Stack) -> None:
-    """An empty bare repository for the app when there is none, so that the host has a source to read."""
-    if not (stack.app_repo / "HEAD").exists():
-        stack.app_repo.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(stack.app_repo)],
-                       check=True, stdin=subprocess.DEVNULL)
+def _app_repository(stack: Stack) -> bool:
+    """An empty bare repository for the app when there is none, so that the host has a source to read.
+
+    Whether it made one.
+    """
+    if (stack.app_repo / "HEAD").exists():
+        return False
+    fresh = not stack.app_repo.exists()
+    stack.app_repo.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(stack.app_repo)],
+                   check=True, stdin=subprocess.DEVNULL)
+    return fresh
 
 
 def _spawn_host(stack: Stack) -> int:

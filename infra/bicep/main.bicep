@@ -62,9 +62,6 @@ param smokeSeconds int = 180
 @description('How long a rollout may take to verify, in seconds.')
 param verifySeconds int = 120
 
-@description('A release in flight with no news for this many minutes is retried by reconcile.')
-param stuckMinutes int = 15
-
 // -- secrets: never in a parameters file; docs/deploy-azure.md reads them back from Key Vault on redeploys ------
 @secure()
 @minLength(32)
@@ -111,6 +108,12 @@ param deploymentName string = 'app'
 param containerName string = 'model-api'
 param serviceName string = 'app'
 param servicePort int = 80
+
+@description('The Service\'s port as ShipBot\'s /version check names it in the API server\'s proxy URL: its number (default) or its name, e.g. http. The Role allows exactly that name.')
+param serviceProxyPort string = string(servicePort)
+
+// The Service as the proxy URL names it: the deployer's SHIPBOT_K8S_SERVICE and the Role's resourceName.
+var serviceProxyName = '${serviceName}:${serviceProxyPort}'
 
 @allowed([
   'ClusterIP'
@@ -281,7 +284,6 @@ var shipbotSettings = {
   SHIPBOT_MAX_BUILD_ATTEMPTS: string(maxBuildAttempts)
   SHIPBOT_SMOKE_SECONDS: string(smokeSeconds)
   SHIPBOT_VERIFY_SECONDS: string(verifySeconds)
-  SHIPBOT_STUCK_MINUTES: string(stuckMinutes)
   SHIPBOT_GITHUB_SECRET: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.githubSecretUri})'
   SHIPBOT_AZURE_DEVOPS_SECRET: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.azureDevOpsSecretUri})'
   SHIPBOT_NOTIFY_URL: empty(notifyUrl) ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.notifySecretUri})'
@@ -295,7 +297,7 @@ var shipbotSettings = {
   SHIPBOT_PRODUCTION_NAMESPACE: productionNamespace
   SHIPBOT_K8S_DEPLOYMENT: deploymentName
   SHIPBOT_K8S_CONTAINER: containerName
-  SHIPBOT_K8S_SERVICE: '${serviceName}:${servicePort}'
+  SHIPBOT_K8S_SERVICE: serviceProxyName
 }
 
 module appsettings 'modules/appsettings.bicep' = {
@@ -344,6 +346,7 @@ module kubernetes 'modules/kubernetes.bicep' = {
     containerName: containerName
     serviceName: serviceName
     servicePort: servicePort
+    serviceProxyName: serviceProxyName
     serviceType: serviceType
     initialImage: initialImage
   }

@@ -137,17 +137,24 @@ class BlobLedger:
     def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment:
         return self._update(_environment_blob(name), Environment.from_json, change, missing=Environment(name))
 
+    def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        return self._lease(f"leases/{_segment(name, 'environment')}", name, wait=wait)
+
+    def lease_release(self, release_id: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        return self._lease(f"leases/releases/{_segment(release_id, 'release')}", f"release {release_id}",
+                           wait=wait)
+
     @contextlib.contextmanager
-    def lease_environment(self, name: str) -> Iterator[None]:
-        blob = self._blob(f"leases/{_segment(name, 'environment')}")
+    def _lease(self, blob_name: str, name: str, *, wait: bool) -> Iterator[None]:
+        blob = self._blob(blob_name)
         try:
             lease = tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(self._lease_polls),
+                stop=tenacity.stop_after_attempt(self._lease_polls if wait else 1),
                 wait=tenacity.wait_fixed(self._lease_poll_seconds),
                 retry=tenacity.retry_if_exception_type(_Busy), sleep=self._sleep,
             )(self._acquire, blob, name)
         except tenacity.RetryError:
-            raise errors.LeaseBusy(f"another rollout holds the lease on {name}") from None
+            raise errors.LeaseBusy(f"another worker holds the lease on {name}") from None
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(lease, name, stop), daemon=True,
                                    name=f"lease-{name}")

@@ -75,12 +75,18 @@ class MemoryLedger:
                 self.writes += 1
             return after
 
+    def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        return self._lease(name, wait=wait)
+
+    def lease_release(self, release_id: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        return self._lease(f"releases/{release_id}", wait=wait)
+
     @contextlib.contextmanager
-    def lease_environment(self, name: str) -> Iterator[None]:
+    def _lease(self, name: str, *, wait: bool) -> Iterator[None]:
         with self._lock:
             lease = self._leases.setdefault(name, threading.Lock())
-        if not lease.acquire(timeout=self.lease_wait_seconds):
-            raise errors.LeaseBusy(f"another rollout holds {name}")
+        if not (lease.acquire(timeout=self.lease_wait_seconds) if wait else lease.acquire(blocking=False)):
+            raise errors.LeaseBusy(f"another worker holds {name}")
         try:
             yield
         finally:

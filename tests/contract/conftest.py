@@ -16,6 +16,7 @@ import pytest
 from azure.storage.blob import ContainerClient
 
 from shared import settings
+from shared.adapters import blob_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BLOB = "http://127.0.0.1:10000/devstoreaccount1"
@@ -43,7 +44,8 @@ def azurite() -> str:
 @pytest.fixture
 def blob_container(azurite: str) -> Iterator[ContainerClient]:
     """A container name no other test uses; not created (the adapters make it when they need it)."""
-    container = ContainerClient.from_connection_string(azurite, f"test-{uuid.uuid4().hex}")
+    # As the app makes its clients (blob_storage: the emulator's retry policy included).
+    container = blob_storage.container_from_connection_string(azurite, f"test-{uuid.uuid4().hex}")
     yield container
     if container.exists():
         container.delete_container()

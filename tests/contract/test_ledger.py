@@ -265,6 +265,23 @@ def test_leases_on_two_environments_are_independent(harness) -> None:
         pass
 
 
+def test_a_lease_asked_for_without_waiting_is_busy_at_once(harness) -> None:
+    with harness.ledger.lease_environment("staging"), harness.waiting() as waited, \
+            pytest.raises(errors.LeaseBusy), harness.other(lease_wait_seconds=30).lease_environment("staging",
+                                                                                               wait=False):
+        pass
+    assert waited[0] < 0.25
+
+
+def test_a_release_lease_is_one_holders_and_apart_from_the_environments(harness) -> None:
+    with harness.ledger.lease_release("r-1"), harness.other().lease_environment("r-1"), \
+            harness.other().lease_release("r-2"), pytest.raises(errors.LeaseBusy), \
+            harness.other().lease_release("r-1", wait=False):
+        pass
+    with harness.other().lease_release("r-1", wait=False):  # let go: free again
+        pass
+
+
 # -- event markers ------------------------------------------------------------------------------------------
 def test_an_event_marker_is_created_once_and_deleted_idempotently(harness) -> None:
     event_id = "0f6f1b8e-7d2b-4e55-9a6c-5b0c8a1d2e3f"

@@ -78,7 +78,7 @@ EXPECTED_K8S_RULES = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["deploymentName"],
      "verbs": ["get", "patch", "watch"]},
     {"apiGroups": [""], "resources": ["services/proxy"],
-     "resourceNames": ["serviceName", "${serviceName}:${servicePort}", "http:${serviceName}:${servicePort}"],
+     "resourceNames": ["serviceProxyName"],
      "verbs": ["get"]},
 ]
 
@@ -176,6 +176,8 @@ def test_the_cluster_gets_both_namespaces_and_a_role_on_the_named_objects_only()
     assert module["params"]["stagingNamespace"] == settings["SHIPBOT_STAGING_NAMESPACE"]
     assert module["params"]["productionNamespace"] == settings["SHIPBOT_PRODUCTION_NAMESPACE"]
     assert module["params"]["deploymentName"] == settings["SHIPBOT_K8S_DEPLOYMENT"]
+    # The Role names the Service exactly as the deployer's proxy URL does: one setting feeds both.
+    assert module["params"]["serviceProxyName"] == settings["SHIPBOT_K8S_SERVICE"] == "serviceProxyName"
     assert bicep.accessor(module["params"]["functionPrincipalId"]) == ["functionapp", "outputs", "principalId"]
     variables = kubernetes.section("variables")
     assert variables["namespaces"]["value"] == ["stagingNamespace", "productionNamespace"]

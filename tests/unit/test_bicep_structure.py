@@ -135,7 +135,7 @@ def test_azure_is_the_target_and_the_defaults_are_the_codes() -> None:
     assert settings["SHIPBOT_TARGET"] == "azure"
     code = Settings()
     for name in ("MODELS_CONTAINER", "LEDGER_CONTAINER", "RELEASE_BRANCH", "REPOSITORY", "BASE_IMAGE",
-                 "MAX_BUILD_ATTEMPTS", "SMOKE_SECONDS", "VERIFY_SECONDS", "STUCK_MINUTES"):
+                 "MAX_BUILD_ATTEMPTS", "SMOKE_SECONDS", "VERIFY_SECONDS"):
         default = bicep.param_default(bicep.main(), bicep.setting_param(f"SHIPBOT_{name}"))
         assert str(default) == str(getattr(code, name.lower())).removesuffix(".0"), name
     local = json.loads((bicep.ROOT / "local.settings.json.example").read_text())["Values"]

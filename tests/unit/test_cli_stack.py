@@ -9,6 +9,7 @@ daemons. tests/integration/test_cli_lifecycle.py runs the real `shipbot up`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -131,6 +132,79 @@ def test_up_gives_up_at_its_deadline_when_the_host_never_answers(tmp_path, stack
     with pytest.raises(lifecycle.StackError) as raised:
         lifecycle.up(stack, timeout_s=1)
     assert "did not answer" in str(raised.value) and "within 1s" in str(raised.value)
+
+
+# A script that starts what is not running (a sleeping stand-in per daemon, with its pid file, as the real
+# one does) and stops the parts it is told to; FAIL_AT makes `up` fail after starting the parts before it.
+STARTING_SCRIPT = """#!/usr/bin/env bash
+echo "$*" >>"$SHIPBOT_STATE/script.calls"
+case $1 in
+  up)
+    for part in registry azurite; do
+      [[ $part == "${FAIL_AT:-}" ]] && exit 1
+      pid=$(cat "$SHIPBOT_STATE/$part.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && continue
+      setsid sleep 300 </dev/null >/dev/null 2>&1 &
+      echo $! >"$SHIPBOT_STATE/$part.pid"
+    done ;;
+  stop) shift; for part; do kill "$(cat "$SHIPBOT_STATE/$part.pid")"; rm "$SHIPBOT_STATE/$part.pid"; done ;;
+esac
+"""
+
+
+def daemon_pid(stack: lifecycle.Stack, part: str) -> int | None:
+    try:
+        return int((stack.state / f"{part}.pid").read_text())
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture
+def sleepers():
+    """Kills the stand-in daemons a test left."""
+    pids: list[int] = []
+    yield pids.append
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_up_stops_what_it_started_and_leaves_what_ran_before(tmp_path, stacks, sleepers):
+    stack = dataclasses.replace(checkout(tmp_path, DYING_HOST),
+                                environ={"PATH": os.environ["PATH"], "SHIPBOT_GIT_REPO": str(tmp_path / "app.git")})
+    (stack.root / "scripts" / "local-stack.sh").write_text(STARTING_SCRIPT)
+    stacks(stack)
+    before = subprocess.Popen(["sleep", "300"], start_new_session=True)  # the registry, running already
+    sleepers(before.pid)
+    (stack.state / "registry.pid").write_text(f"{before.pid}\n")
+    with pytest.raises(lifecycle.StackError, match="exited while starting"):
+        lifecycle.up(stack, timeout_s=30)
+    calls = (stack.state / "script.calls").read_text().splitlines()
+    assert calls == ["up", "stop azurite"]  # the one this start began, and only it
+    assert daemon_pid(stack, "azurite") is None and before.poll() is None and daemon_pid(stack, "registry") == before.pid
+    assert not (tmp_path / "app.git").exists()  # the app repository it created is gone again
+    assert not stack.pid_file.exists()
+
+
+def test_an_up_whose_script_fails_halfway_stops_the_parts_it_had_started(tmp_path, stacks, sleepers):
+    stack = dataclasses.replace(checkout(tmp_path, FAKE_HOST),
+                                environ={"PATH": os.environ["PATH"], "FAIL_AT": "azurite"})
+    (stack.root / "scripts" / "local-stack.sh").write_text(STARTING_SCRIPT)
+    stacks(stack)
+    with pytest.raises(lifecycle.StackError, match="local-stack.sh up failed"):
+        lifecycle.up(stack, timeout_s=30)
+    assert (stack.state / "script.calls").read_text().splitlines() == ["up", "stop registry"]
+    assert daemon_pid(stack, "registry") is None and not stack.pid_file.exists()
+
+
+def test_an_up_past_its_deadline_stops_the_host_it_started(tmp_path, stacks, sleepers):
+    stack = dataclasses.replace(checkout(tmp_path, FAKE_HOST),
+                                environ={"PATH": os.environ["PATH"], "FAKE_HOST_MASTER": "not-in-the-keys-file"})
+    (stack.root / "scripts" / "local-stack.sh").write_text(STARTING_SCRIPT)
+    stacks(stack)
+    with pytest.raises(lifecycle.StackError, match="did not answer"):
+        lifecycle.up(stack, timeout_s=1)
+    assert lifecycle.host_pid(stack) is None and not stack.pid_file.exists()
+    assert (stack.state / "script.calls").read_text().splitlines() == ["up", "stop azurite registry"]
 
 
 def host_like(tmp_path: Path, code: str) -> subprocess.Popen[str]:

@@ -315,3 +315,91 @@ def test_two_test_jobs_at_once_run_one_smoke_test(world):
     release.set()
     first.join()
     assert len(world.smoke.runs) == 1
+
+
+# -- faults: what a dead worker leaves behind ------------------------------------------------------------------
+def test_a_lost_build_is_restarted_at_once_and_is_neither_failed_nor_an_attempt(world):
+    world.deliver(world.upload("1"))
+    lost = next(iter(world.builder.requests))
+    del world.builder.builds[lost]  # the host that ran it restarted: the builder has no record of it
+    world.deliver(events.ReconcileDue(T0))
+    release = world.ledger.list_releases()[0]
+    assert release.status is Status.BUILDING and release.build_attempts == 1 and release.reason == ""
+    assert release.build_id != lost and len(world.builder.requests) == 2
+    assert release.history[-1].what == "build restarted" and lost in release.history[-1].detail
+    world.run(world.finish_builds())
+    assert world.ledger.get_release(release.id).status is Status.GREEN and len(world.deployer.rollouts) == 1
+
+
+def test_a_lost_build_whose_image_was_pushed_is_taken_from_the_registry_not_built_again(world):
+    world.deliver(world.upload("1"))
+    lost = next(iter(world.builder.requests))
+    digest = world.builder.succeed(lost, world.registry)  # pushed, then the host died: event and record gone
+    del world.builder.builds[lost]
+    world.run(world.deliver(events.ReconcileDue(T0)))
+    release = world.ledger.list_releases()[0]
+    assert (release.status, release.digest, len(world.builder.requests)) == (Status.GREEN, digest, 1)
+
+
+def test_an_image_under_the_tag_that_another_release_built_is_not_taken(world):
+    world.deliver(world.upload("1"))
+    lost = next(iter(world.builder.requests))
+    del world.builder.builds[lost]
+    tag = world.builder.requests[lost].tag
+    world.registry.push("shipbot/app", tag, "sha256:" + "f" * 64, labels={"dev.shipbot.release.id": "r-someone-else"})
+    world.deliver(events.ReconcileDue(T0))
+    assert len(world.builder.requests) == 2  # built again rather than trusting a foreign image
+
+
+def pushed_release(world) -> tuple[str, jobs.Job]:
+    world.deliver(world.upload("1"))
+    build_id = next(iter(world.builder.requests))
+    digest = world.builder.succeed(build_id, world.registry)
+    [job] = world.deliver(world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest))
+    return world.builder.requests[build_id].release_id, job
+
+
+def test_a_release_left_testing_by_a_dead_tester_is_tested_again_once_its_lease_is_free(world):
+    release_id, job = pushed_release(world)
+    world.ledger.update_release(release_id, lambda r: r.with_(status=Status.TESTING))  # claimed, then died
+    with world.ledger.lease_release(release_id):  # while its lease is held, it may still be running
+        assert world.deliver(events.ReconcileDue(T0)) == []
+    [again] = world.deliver(events.ReconcileDue(T0))
+    world.run([again, job])  # the repair and the redelivered job: one test between them
+    assert world.ledger.get_release(release_id).status is Status.GREEN and len(world.smoke.runs) == 1
+    assert any(e.what == "smoke test restarted (its tester died)" for e in world.ledger.get_release(release_id).history)
+
+
+def test_a_rollout_left_pending_by_a_dead_worker_is_redone_by_reconcile(world):
+    release_id = world.ship("1")
+    world.ship("2")
+    newest = world.ledger.list_releases()[0].id
+    job = operations.promote(world.engine, release_id=newest, by="ana", reason="go")
+    world.deployer.during_rollout = lambda: (_ for _ in ()).throw(KeyboardInterrupt("the worker died"))
+    with pytest.raises(KeyboardInterrupt):
+        world.engine.run(job)
+    world.deployer.during_rollout = lambda: None
+    assert world.ledger.get_environment("production").pending == job.to_message()
+    with world.ledger.lease_environment("production"):  # the lease of a rollout still under way
+        assert [j for j in world.deliver(events.ReconcileDue(T0)) if j.environment == "production"] == []
+    redo = [j for j in world.deliver(events.ReconcileDue(T0)) if j.environment == "production"]
+    assert redo == [job]
+    world.run(redo + [job])  # the repair and the redelivered message
+    production = world.ledger.get_environment("production")
+    assert production.current.release_id == newest and production.pending is None
+    assert world.deliver(events.ReconcileDue(T0)) == [] and release_id != newest
+
+
+def test_a_rollout_that_fails_for_good_is_not_left_pending(world):
+    world.ship("1")
+    newest = world.ledger.list_releases()[0].id
+    job = operations.promote(world.engine, release_id=newest, by="ana", reason="go")
+
+    def refused():
+        raise errors.PermanentError("the Role may not patch deployments")
+    world.deployer.during_rollout = refused
+    with pytest.raises(errors.PermanentError):
+        world.engine.run(job)
+    production = world.ledger.get_environment("production")
+    assert production.pending is None and production.history[-1].what == "rollout failed"
+    assert "may not patch" in production.history[-1].detail

@@ -178,6 +178,24 @@ def test_deploy_promote_rollback_answer_202_with_a_job(world):
     assert status == 202 and out
 
 
+@pytest.mark.parametrize("digest", ["sha256:abc", "SHA256:" + "a" * 64, "sha256:" + "g" * 64, "md5:" + "a" * 32,
+                                    "sha256:" + "a" * 64 + "/../x"])
+def test_deploy_by_a_malformed_digest_is_400_and_changes_nothing(world, digest):
+    world.ship("1")
+    writes = world.ledger.writes
+    status, doc, out = call("deploy", "POST", "", json.dumps({"digest": digest}).encode(),
+                            route_params={"environment": "staging"})
+    assert status == 400 and "not sha256:" in doc["error"]["message"] and out is None
+    assert world.ledger.writes == writes
+
+
+def test_deploy_by_a_well_formed_digest_no_release_has_is_404(world):
+    world.ship("1")
+    status, doc, _ = call("deploy", "POST", "", json.dumps({"digest": "sha256:" + "0" * 64}).encode(),
+                          route_params={"environment": "staging"})
+    assert status == 404 and "no release has the image" in doc["error"]["message"]
+
+
 def test_environments_lists_both_with_what_runs(world):
     release_id = world.ship("1")
     status, doc, _ = call("environments", "GET", "environments")

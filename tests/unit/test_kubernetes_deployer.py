@@ -12,6 +12,7 @@ from kubernetes import client
 
 from shared import errors, ports
 from shared.adapters.azure import kubernetes_deployer as kd
+from test_bicep_roles import EXPECTED_K8S_RULES
 from tests.fakes.kube_apiserver import KubeApiServer
 
 A, B, C = (f"registry.test/app@sha256:{c * 64}" for c in "abc")
@@ -177,7 +178,7 @@ def test_a_change_between_read_and_patch_is_a_conflict_not_a_lost_previous_image
         return deployment
 
     deployer._read = read_then_someone_else_patches
-    assert deployer._patch_image(TARGET, C, cause="test") == B  # what it replaced, read again after the 409
+    assert deployer._patch_image(TARGET, C, cause="test") == (B, None)  # what it replaced, read after the 409
     assert len(time_.sleeps) >= 1  # (the controller's status writes during B's rollout may conflict too)
     assert api.deployments[("staging", "app")]["metadata"]["annotations"][kd.PREVIOUS_IMAGE] == B
 
@@ -242,6 +243,93 @@ def test_the_deployer_needs_only_the_verbs_of_its_role(api, deployer):
     used = {(r.verb, r.resource, r.namespace, r.name) for r in api.requests}
     assert used == {("get", "deployments", "staging", "app"), ("patch", "deployments", "staging", "app"),
                     ("watch", "deployments", "staging", ""), ("get", "services/proxy", "staging", "app:80")}
+
+
+# The Role of infra/bicep/modules/kubernetes.bicep (as test_bicep_roles reads it from the file), with its
+# parameters set for a target that names the Service's port by name: staging/app/model-api@app:http.
+ROLE = [(verb, rule["resources"][0], {"deploymentName": "app", "serviceProxyName": "app:http"}[name])
+        for rule in EXPECTED_K8S_RULES for name in rule["resourceNames"] for verb in rule["verbs"]]
+
+
+def limited(api: KubeApiServer, time_: FakeTime, rules, spec: str = "staging/app/model-api@app:http"):
+    api.tokens.add("limited")
+    api.rules["limited"] = rules
+
+    def controller_moves_on() -> None:  # a poll on the fake clock waits for the real controller's next step
+        seen = api.deployments[("staging", "app")]["metadata"]["resourceVersion"]
+        api.wait_for(lambda: api.deployments[("staging", "app")]["metadata"]["resourceVersion"] != seen, timeout=2)
+    time_.on_sleep = controller_moves_on
+    return kd.KubernetesDeployer(api_client=api.api_client("limited"), targets={"staging": kd.Target.parse(spec)},
+                                 verify_seconds=5, clock=time_.clock, sleep=time_.sleep)
+
+
+def test_the_bicep_role_suffices_for_a_target_whose_service_port_is_named(api, time_):
+    deployer = limited(api, time_, ROLE)
+
+    verdict = deployer.deploy("staging", B, ports.Expectation("r-b"))
+
+    assert (verdict.passed, verdict.reason) == (True, "")
+    assert not [r for r in api.requests if r.status == 403]
+
+
+def test_a_proxy_the_role_refuses_is_a_permanent_error_asked_once_and_rolled_back(api, time_):
+    deployer = limited(api, time_, ROLE[:3])  # no services/proxy
+
+    with pytest.raises(errors.PermanentError) as caught:
+        deployer.deploy("staging", B, ports.Expectation("r-b"))
+
+    message = str(caught.value)
+    assert 'cannot get resource "services/proxy" in API group "" in the namespace "staging"' in message
+    assert message.endswith(f"rolled back to {A}") and "(the identity or its Role lacks" in message
+    assert len([r for r in api.requests if r.resource == "services/proxy"]) == 1  # not asked again and again
+    assert api.image_of("staging", "app") == A
+
+
+def test_a_refused_watch_falls_back_to_reading_and_the_rollout_is_followed_to_its_end(api, time_):
+    deployer = limited(api, time_, [rule for rule in ROLE if rule[0] != "watch"])
+
+    first = deployer.deploy("staging", B, ports.Expectation("r-b"))
+    second = deployer.deploy("staging", C, ports.Expectation("r-c"))
+
+    assert (first.passed, second.passed) == (True, True)
+    assert api.image_of("staging", "app") == C and {p.image for p in api.pods("staging", "app")} == {C}
+    assert len([r for r in api.requests if r.verb == "watch"]) == 1  # tried once, then polled with GET
+
+
+def test_a_refused_watch_during_a_failing_rollout_reports_the_rollback_it_made(api, time_):
+    api.behaviour[C] = "never"
+    deployer = limited(api, time_, [rule for rule in ROLE if rule[0] != "watch"])
+
+    verdict = deployer.deploy("staging", C, ports.Expectation("r-c"))
+
+    assert verdict.reason == f'deployment "app" exceeded its progress deadline; rolled back to {A}'
+    assert {p.image for p in api.pods("staging", "app")} == {A}
+
+
+def test_a_rollback_keeps_the_change_cause_of_the_revision_it_goes_back_to(api, deployer):
+    api.behaviour[C] = "never"
+    assert deployer.deploy("staging", B, ports.Expectation("r-b")).passed
+    assert not deployer.deploy("staging", C, ports.Expectation("r-c")).passed
+
+    history = api.history("staging", "app")
+    assert [cause for _, cause in history] == [None, "shipbot: r-c", "shipbot: r-b"]  # B's revision, reused
+    assert [revision for revision, _ in history] == [1, 3, 4]
+
+
+def test_a_rollback_whose_own_rollout_stalls_says_the_image_is_set_again(api, deployer, time_):
+    api.versions[B] = {"release_id": "r-other"}
+
+    def a_breaks_once_b_runs() -> None:
+        if api.image_of("staging", "app") == B:
+            api.behaviour[A] = "never"
+    time_.on_sleep = a_breaks_once_b_runs
+
+    verdict = deployer.deploy("staging", B, ports.Expectation("r-b"))
+
+    assert verdict.reason.startswith("/version reports release r-other, expected r-b; ")
+    assert verdict.reason.endswith(f"rolled back to {A} (its image is set again), but that rollout did not "
+                                   'complete: deployment "app" exceeded its progress deadline')
+    assert api.image_of("staging", "app") == A
 
 
 def test_an_unknown_environment_is_not_found(deployer):

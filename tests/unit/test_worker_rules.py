@@ -190,6 +190,6 @@ def test_a_list_item_the_sdk_refuses_fails_the_invocation_and_sends_nothing(item
 
     sent = Sent()
     with pytest.raises(TypeError, match=r'^unable to encode outgoing TypedData: unsupported type ".*Queue'
-                                        rf'MessageOutConverter.*" for Python type "list"'):
+                                        r'MessageOutConverter.*" for Python type "list"'):
         Invoker(send_queue=sent).invoke(functions.index(app)["mixed"], func.QueueMessage(body=b"in"))
     assert sent == []

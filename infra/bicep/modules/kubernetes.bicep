@@ -30,6 +30,9 @@ param serviceName string
 
 param servicePort int
 
+@description('The Service as ShipBot\'s proxy URL names it (SHIPBOT_K8S_SERVICE): <name>:<port number or name>.')
+param serviceProxyName string
+
 @allowed([
   'ClusterIP'
   'LoadBalancer'
@@ -88,11 +91,9 @@ var roles = [for ns in namespaces: {
       resources: [
         'services/proxy'
       ]
-      // The proxy path names the Service as <name>, <name>:<port> or <scheme>:<name>:<port>.
+      // The API server authorizes the proxy by the id in its path, as written: only the one ShipBot uses.
       resourceNames: [
-        serviceName
-        '${serviceName}:${servicePort}'
-        'http:${serviceName}:${servicePort}'
+        serviceProxyName
       ]
       verbs: [
         'get'

@@ -14,28 +14,36 @@ A rollout, in the Verdict's steps:
             new generation, every replica is updated and available, none of the old is left; a Progressing
             condition with reason ProgressDeadlineExceeded fails at once. It watches the one Deployment
             (fieldSelector metadata.name=...) from the resourceVersion it read, re-reading when a watch ends,
-            within `rollout_seconds`.
+            within `rollout_seconds`. A watch the API server refuses (401/403: a Role without `watch`) is
+            followed by reading the Deployment every POLL_SECONDS instead, for that target from then on.
   verify    GET /version through the API server's service proxy and compare it with the Expectation
             (version_mismatch: the same three checks as the local check_version, factored here as a pure
             function). Right after a rollout the Service may still route to a pod on its way out, so a
             mismatch is asked again until `verify_seconds` have passed; the first match passes.
-  rollback  after a failed rollout or verification: patch the previous image back and wait for it the same
-            way; the Verdict's reason then ends with "rolled back to <previous image>".
+  rollback  after a failed rollout or verification: patch the previous image back, with the change-cause it
+            had (the controller reuses its ReplicaSet and copies the Deployment's annotations onto it, so
+            `kubectl rollout history` keeps that revision's own cause, as `kubectl rollout undo` does), and wait
+            for it the same way; the Verdict's reason then ends with "rolled back to <previous image>", or says
+            that the image is set again but its rollout did not complete, or that the patch back failed.
 Deploying the image that already runs skips the patch and only waits and verifies (a redelivered job converges
 without a restart). One rollout per environment at a time is the ledger lease's job.
 
 RBAC, namespaced Role per environment: deployments get, patch, watch (resourceNames: the Deployment; the watch
-is authorized by name through its field selector) and services/proxy get (resourceNames: the Service as the URL
-names it, `name:port`). Nothing else: no list, create, delete, pods or secrets.
+is authorized by name through its field selector) and services/proxy get (resourceNames: the Service exactly
+as the URL names it, the target's `name:port`, which infra derives from the same setting). Nothing else: no
+list, create, delete, pods or secrets.
 
 Errors: a missing Deployment or container is NotFound; 401/403 is a PermanentError (fix the identity or its
-Role); a 409 that outlives the retries, 429, 5xx and connection failures are TransientError. Messages carry
+Role): the API server's own 401/403 on /version (a metav1.Status, not the app's answer passed through) is
+not asked again, and once the new image may be running it is rolled back first, then the PermanentError
+says so; the release is not blamed for a refused credential; a 409 that outlives the retries, 429, 5xx and connection failures are TransientError. Messages carry
 the status and the API server's message, never a header: the bearer token stays in the client.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +59,7 @@ from shared import errors, ports
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 PREVIOUS_IMAGE = "shipbot.dev/previous-image"
+log = logging.getLogger(__name__)
 DEFAULT_TARGETS = {"staging": "staging/app/model-api@app:80", "production": "production/app/model-api@app:80"}
 POLL_SECONDS = 1.0          # between re-reads after a failed read, and between /version attempts
 REQUEST_SECONDS = 10.0      # one API call, connect and read
@@ -132,6 +141,7 @@ class KubernetesDeployer:
         self.rollout_seconds, self.verify_seconds = rollout_seconds, verify_seconds
         self.conflict_attempts = conflict_attempts
         self.clock, self.sleep = clock, sleep
+        self._unwatchable: set[Target] = set()  # targets whose watch the API server refused: polled instead
 
     def url(self, environment: str) -> str:
         target = self._target(environment)
@@ -161,38 +171,57 @@ class KubernetesDeployer:
             return ports.Verdict(passed=not reason, reason=reason, seconds=round(self.clock() - started, 3),
                                  steps=tuple(steps))
 
-        previous = _image(self._read(target), target.container)
+        current = self._read(target)
+        previous, previous_cause = _image(current, target.container), _annotation(current, CHANGE_CAUSE)
         if previous is None:
             raise errors.NotFound(f"{target} has no container {target.container!r}")
         if previous != ref:
-            previous = self._patch_image(target, ref, cause=f"shipbot: {expected.release_id or ref}")
+            previous, previous_cause = self._patch_image(target, ref, cause=f"shipbot: {expected.release_id or ref}")
             step("patch")
-        try:  # from here on the new image may be running: any failure ends in a rollback, not an exception
+        refused: errors.PermanentError | None = None
+        try:  # from here on the new image may be running: any failure ends in a rollback
             reason = self._await_rollout(target)
             step("rollout")
             if not reason:
                 reason = self._verify(target, expected)
                 step("verify")
+        except errors.PermanentError as e:  # a refused credential or Role: not the release's fault
+            reason, refused = str(e), e
         except errors.ReleaseError as e:
             reason = str(e)
         if not reason:
             return verdict()
         if previous == ref:
-            return verdict(f"{reason}; {environment} ran {ref} before, so there is nothing to roll back to")
+            outcome = f"{environment} ran {ref} before, so there is nothing to roll back to"
+        else:
+            outcome = self._roll_back(target, previous, previous_cause, ref)
+            step("rollback")
+        if refused is not None:
+            raise errors.PermanentError(f"{reason}; {outcome}") from None
+        return verdict(f"{reason}; {outcome}")
+
+    def _roll_back(self, target: Target, previous: str, cause: str | None, ref: str) -> str:
+        """Puts `previous` back with the change-cause it had, so that its ReplicaSet (which the controller
+        reuses, copying the Deployment's annotations onto it) keeps its own line in `kubectl rollout history`,
+        as `kubectl rollout undo` does. Says what happened, in words."""
         try:
-            self._patch_image(target, previous, cause=f"shipbot: rollback from {ref}")
+            self._patch_image(target, previous, cause=cause)
+        except errors.ReleaseError as e:
+            return f"rolling back to {previous} failed: {e}"
+        try:
             back = self._await_rollout(target)
         except errors.ReleaseError as e:
             back = str(e)
-        step("rollback")
-        return verdict(f"{reason}; " + (f"rolling back to {previous} failed too: {back}" if back
-                                        else f"rolled back to {previous}"))
+        if back:
+            return f"rolled back to {previous} (its image is set again), but that rollout did not complete: {back}"
+        return f"rolled back to {previous}"
 
     # -- the steps --------------------------------------------------------------------------------------------
-    def _patch_image(self, target: Target, image: str, *, cause: str) -> str:
-        """Sets the container's image; returns the image it replaced. Retries a 409 on a fresh read."""
+    def _patch_image(self, target: Target, image: str, *, cause: str | None) -> tuple[str, str | None]:
+        """Sets the container's image and the change-cause (None removes it); returns the image and the
+        change-cause it replaced. Retries a 409 on a fresh read."""
 
-        def attempt() -> str:
+        def attempt() -> tuple[str, str | None]:
             current = self._read(target)
             previous = _image(current, target.container)
             if previous is None:
@@ -203,7 +232,7 @@ class KubernetesDeployer:
             self._call(f"patch {target}", lambda: self.apps.patch_namespaced_deployment(
                 target.deployment, target.namespace, body, field_manager="shipbot", _content_type=STRATEGIC_MERGE,
                 _request_timeout=REQUEST_SECONDS))
-            return previous
+            return previous, _annotation(current, CHANGE_CAUSE)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.conflict_attempts),
@@ -233,10 +262,15 @@ class KubernetesDeployer:
             left = deadline - self.clock()
             if left <= 0:
                 return f"the rollout did not complete within {self.rollout_seconds:g} s: {state.message}"
-            if deployment is None:
+            if deployment is None or target in self._unwatchable:
                 self.sleep(min(POLL_SECONDS, left))
                 continue
-            state = self._watch(target, deployment.metadata.resource_version, deadline, state)
+            try:
+                state = self._watch(target, deployment.metadata.resource_version, deadline, state)
+            except _WatchRefused as e:  # the Role may not watch: follow the rollout by reading it instead
+                log.warning("%s: the watch was refused (%s); polling with GET every %g s", target, e, POLL_SECONDS)
+                self._unwatchable.add(target)
+                continue
             if state.done or state.failed:
                 return "" if state.done else state.message
             self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))  # a watch that ended early: no spin
@@ -257,7 +291,7 @@ class KubernetesDeployer:
                     break
         except ApiException as e:  # 410 Gone (the version is too old) and friends: read again
             if e.status in (401, 403):
-                raise _translate(e, f"watch {target}") from None
+                raise _WatchRefused(f"{e.status} {_message(e)}") from None
         except CONNECTION_ERRORS:
             pass
         finally:
@@ -282,6 +316,8 @@ class KubernetesDeployer:
                 _request_timeout=REQUEST_SECONDS)
             data = response.data
         except ApiException as e:
+            if e.status in (401, 403) and _from_api_server(e):  # the credential, not the app: stop asking
+                raise _translate(e, f"get /version through the service proxy of {target.service}") from None
             return f"/version through the service proxy of {target.service} answered {e.status}: {_message(e)}"
         except CONNECTION_ERRORS as e:
             return f"/version through the service proxy did not answer: {type(e).__name__}"
@@ -317,6 +353,23 @@ class KubernetesDeployer:
 
 class _Conflict(Exception):
     """409 from the API server: the object changed since it was read."""
+
+
+class _WatchRefused(Exception):
+    """401/403 on a watch: the identity may read the Deployment but not watch it."""
+
+
+def _annotation(deployment: client.V1Deployment, key: str) -> str | None:
+    return (deployment.metadata.annotations or {}).get(key)
+
+
+def _from_api_server(e: ApiException) -> bool:
+    """Whether an error is the API server's own (a metav1.Status), not an answer the proxy passed through."""
+    try:
+        body = json.loads(e.body or "")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status" and body.get("apiVersion") == "v1"
 
 
 def _image(deployment: client.V1Deployment, container: str) -> str | None:
