@@ -48,3 +48,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- figures the fault tests measure (tests never assert timings; they print them here) -------------------------
+CONVERGED: list[tuple[str, float]] = []
+
+
+@pytest.fixture
+def converged():
+    """converged(case, seconds): records how long a fault case took to converge, for the run's summary."""
+    return lambda case, seconds: CONVERGED.append((case, seconds))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if CONVERGED:
+        terminalreporter.section("faults: time from the fault's end to a converged release")
+        for case, seconds in CONVERGED:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {case}")

@@ -10,6 +10,7 @@ host already running on 7071 (`shipbot up`, `make demo`) is stopped for the test
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import docker
 import httpx
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from shared.settings import AZURITE
@@ -53,6 +55,7 @@ class Bot:
     name: str = field(default_factory=lambda: "e2e" + uuid.uuid4().hex[:8])
     process: subprocess.Popen | None = None
     bridge: bool = True  # False: no blob watcher and no registry notifications, as if Event Grid lost them
+    reconcile_schedule: str = "0 0 0 1 1 *"  # by hand (bot.fire) unless a test wants the timer
     ports: dict[str, int] = field(default_factory=lambda: {"staging": free_port(), "production": free_port()})
 
     @property
@@ -91,7 +94,7 @@ class Bot:
             "SHIPBOT_STAGING_PORT": str(self.ports["staging"]), "SHIPBOT_PRODUCTION_PORT": str(self.ports["production"]),
             "SHIPBOT_REGISTRY_NOTIFY_SECRET": keys.shared_secret(Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot"))
                                                                  / "registry-notify.secret"),
-            "SHIPBOT_RECONCILE_SCHEDULE": "0 0 0 1 1 *", "SHIPBOT_PROMOTION_SCHEDULE": "0 0 0 1 1 *",  # by hand
+            "SHIPBOT_RECONCILE_SCHEDULE": self.reconcile_schedule, "SHIPBOT_PROMOTION_SCHEDULE": "0 0 0 1 1 *",
             "PYTHONPATH": str(ROOT),
         })
         return env
@@ -101,6 +104,18 @@ class Bot:
         self.state.mkdir(parents=True, exist_ok=True)
         self.blobs.get_container_client(f"models-{self.name}").create_container()
         self._app_repository()
+        return self._spawn()
+
+    def kill(self) -> None:
+        """SIGKILL to the host's process group: a crash, nothing shut down gracefully."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def restart(self) -> Bot:
+        """Starts the host again on the same state, ledger, queue and environments (after `kill`)."""
+        return self._spawn()
+
+    def _spawn(self) -> Bot:
         log = open(self.state / "host.log", "ab")
         args = [sys.executable, "-m", "stack.host", "--port", str(PORT)] + ([] if self.bridge else ["--no-bridge"])
         self.process = subprocess.Popen(args, cwd=ROOT,
@@ -131,6 +146,14 @@ class Bot:
                              timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def ledger_doc(self, name: str) -> dict | None:
+        """A ledger document as stored (e.g. environments/staging.json), None when absent."""
+        blob = self.blobs.get_blob_client(f"ledger-{self.name}", name)
+        try:
+            return json.loads(blob.download_blob().readall())
+        except ResourceNotFoundError:
+            return None
 
     def host_log(self) -> str:
         return (self.state / "host.log").read_text(errors="replace")

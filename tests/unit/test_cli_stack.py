@@ -185,26 +185,20 @@ def test_a_failed_up_stops_what_it_started_and_leaves_what_ran_before(tmp_path, 
     assert not stack.pid_file.exists()
 
 
-def test_an_up_whose_script_fails_halfway_stops_the_parts_it_had_started(tmp_path, stacks, sleepers):
-    stack = dataclasses.replace(checkout(tmp_path, FAKE_HOST),
-                                environ={"PATH": os.environ["PATH"], "FAIL_AT": "azurite"})
+@pytest.mark.parametrize(("environ", "timeout_s", "error", "stopped"), [
+    ({"FAIL_AT": "azurite"}, 30, "local-stack.sh up failed", "stop registry"),  # the script fails halfway
+    ({"FAKE_HOST_MASTER": "not-in-the-keys-file"}, 1, "did not answer", "stop azurite registry"),  # deadline
+])
+def test_an_up_that_fails_stops_the_daemons_and_the_host_it_started(tmp_path, stacks, sleepers, environ, timeout_s,
+                                                                    error, stopped):
+    stack = dataclasses.replace(checkout(tmp_path, FAKE_HOST), environ={"PATH": os.environ["PATH"], **environ})
     (stack.root / "scripts" / "local-stack.sh").write_text(STARTING_SCRIPT)
     stacks(stack)
-    with pytest.raises(lifecycle.StackError, match="local-stack.sh up failed"):
-        lifecycle.up(stack, timeout_s=30)
-    assert (stack.state / "script.calls").read_text().splitlines() == ["up", "stop registry"]
-    assert daemon_pid(stack, "registry") is None and not stack.pid_file.exists()
-
-
-def test_an_up_past_its_deadline_stops_the_host_it_started(tmp_path, stacks, sleepers):
-    stack = dataclasses.replace(checkout(tmp_path, FAKE_HOST),
-                                environ={"PATH": os.environ["PATH"], "FAKE_HOST_MASTER": "not-in-the-keys-file"})
-    (stack.root / "scripts" / "local-stack.sh").write_text(STARTING_SCRIPT)
-    stacks(stack)
-    with pytest.raises(lifecycle.StackError, match="did not answer"):
-        lifecycle.up(stack, timeout_s=1)
+    with pytest.raises(lifecycle.StackError, match=error):
+        lifecycle.up(stack, timeout_s=timeout_s)
+    assert (stack.state / "script.calls").read_text().splitlines() == ["up", stopped]
+    assert daemon_pid(stack, "registry") is None and daemon_pid(stack, "azurite") is None
     assert lifecycle.host_pid(stack) is None and not stack.pid_file.exists()
-    assert (stack.state / "script.calls").read_text().splitlines() == ["up", "stop azurite registry"]
 
 
 def host_like(tmp_path: Path, code: str) -> subprocess.Popen[str]:

@@ -9,7 +9,9 @@ started: a restarted local host forgets its builds, as an expired ACR run would 
 
 The build context comes from shared.buildcontext; the image gets only the model runtime its model file
 needs (MODEL_RUNTIMES). Docker SDK errors become shared.errors: a failed build is a BuildFailed (retrying
-the same inputs will fail again), an engine or registry that does not answer is a TransientError.
+the same inputs will fail again), an engine or registry that does not answer is a TransientError. Fetching
+the inputs and pushing the image retry a TransientError (tenacity, backoff up to 5 s) for `retry_seconds`:
+a registry or storage account that is down for a moment delays a build, it does not fail it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import tenacity
 
 from model_api import runtimes
 from shared import buildcontext, errors, ports
@@ -71,10 +74,12 @@ class BuiltImage:
 
 class DockerBuilder:
     def __init__(self, *, client: docker.DockerClient, base_image: str = "python:3.11-slim",
-                 use_cache: bool = True, log_dir: Path | None = None) -> None:
+                 use_cache: bool = True, log_dir: Path | None = None, retry_seconds: float = 120.0,
+                 sleep=time.sleep) -> None:
         """`log_dir`, when given, keeps each background build's log tail as `<build id>.log` and get_build's
         log_url points at it."""
         self.client = client
+        self.retry_seconds, self._sleep = retry_seconds, sleep
         self.base_image = base_image
         self.use_cache = use_cache
         self.log_dir = log_dir
@@ -131,8 +136,8 @@ class DockerBuilder:
                 tree, model_dir = Path(tmp, "source"), Path(tmp, "model")
                 tree.mkdir()
                 model_dir.mkdir()
-                source.archive(request.commit, tree)
-                models.download(request.model, model_dir)
+                self._retrying("fetching the source", lambda: source.archive(request.commit, tree))
+                self._retrying("fetching the model", lambda: models.download(request.model, model_dir))
                 fetch_seconds = time.perf_counter() - started
                 built = self.build(BuildRequest(
                     source=tree, model_dir=model_dir, repository=request.repository, tag=request.tag,
@@ -209,10 +214,22 @@ class DockerBuilder:
             context.seek(0)
             self._build(context, image, build_args)
         built = time.perf_counter()
-        digest = self._push(request.repository, request.tag)
+        digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
         return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
                           model_sha256=model_sha256, build_seconds=built - started,
                           push_seconds=time.perf_counter() - built)
+
+    def _retrying(self, what: str, call):
+        """`call()`, again after a TransientError until `retry_seconds` have passed (then that error)."""
+        def note(state: tenacity.RetryCallState) -> None:
+            log.warning("%s failed (%s); retrying in %.1f s", what, state.outcome.exception(),
+                        state.next_action.sleep if state.next_action else 0)
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_delay(self.retry_seconds),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=5.0) + tenacity.wait_random(0, 0.5),
+            retry=tenacity.retry_if_exception_type(errors.TransientError), sleep=self._sleep, reraise=True,
+            before_sleep=note)(call)
 
     def _build(self, context: object, image: str, build_args: dict[str, str]) -> None:
         try:
