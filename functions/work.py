@@ -2,8 +2,9 @@
 
 A job is safe to run twice. A transient failure (an engine that does not answer, a busy lease) raises, so the
 queue makes the message visible again; after host.json's maxDequeueCount it lands in `<queue>-poison`,
-where reconcile's view of the ledger still finds the release it concerns. A message that is not a job is
-logged and dropped.
+where reconcile's view of the ledger still finds the release it concerns. A failure that retrying will not
+fix (a PermanentError, NotFound) is logged and the message acknowledged: the ledger records why. A message
+that is not a job is logged and dropped.
 """
 
 import logging
@@ -31,5 +32,5 @@ def run_job(message: func.QueueMessage, jobs: common.Jobs) -> None:
         outcome = common.engine().run(job)
         log.info("job %s: %s", job.kind, outcome.summary)
         common.enqueue(jobs, outcome)  # what follows it (a green smoke test's staging rollout)
-    except (errors.Refused, errors.NotFound) as e:
+    except (errors.PermanentError, errors.NotFound) as e:  # retrying will not help; the ledger says why
         log.warning("job %s for %s not done: %s", job.kind, job.release_id or job.environment, e)

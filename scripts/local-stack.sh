@@ -8,7 +8,7 @@
 #   scripts/local-stack.sh registry    the distribution registry on 127.0.0.1:5000, deletes enabled
 #   scripts/local-stack.sh mariadb     the database that holds Azurite's blob metadata, on 127.0.0.1:3307
 #   scripts/local-stack.sh azurite     Azure Storage's emulator: blob 127.0.0.1:10000, queue :10001, table :10002
-#   scripts/local-stack.sh down        stop Azurite, the registry and the engine that this script started
+#   scripts/local-stack.sh down        stop Azurite, MariaDB, the registry and the engine that this script started
 #   scripts/local-stack.sh stop PART.. stop some of them (azurite, mariadb, registry, docker): `shipbot up` undoes a
 #                                      start that failed halfway with it
 #
@@ -137,7 +137,8 @@ azurite_install() {
   echo "$azurite_version" >"$prefix/.azurite-version"
 }
 
-mariadb_answers() { mariadb-admin --socket="$mariadb_dir/mariadb.sock" --user=root ping >/dev/null 2>&1; }
+# --no-defaults first: Debian's /etc/mysql config (the system service's socket, pid file...) is not ours.
+mariadb_answers() { mariadb-admin --no-defaults --socket="$mariadb_dir/mariadb.sock" --user=root ping >/dev/null 2>&1; }
 
 # A MariaDB of our own (own data directory, port and socket; never the system's service) with one database
 # for Azurite, its user's password made once (mode 0600) in $state/mariadb.secret.
@@ -150,7 +151,7 @@ mariadb() {
   fi
   if [[ ! -d $mariadb_dir/data/mysql ]]; then
     log "creating the MariaDB data directory"
-    mariadb-install-db --datadir="$mariadb_dir/data" --user=root --auth-root-authentication-method=socket \
+    mariadb-install-db --no-defaults --datadir="$mariadb_dir/data" --user=root --auth-root-authentication-method=socket \
       --skip-test-db >>"$state/log/mariadb.log" 2>&1 || { tail -20 "$state/log/mariadb.log" >&2; exit 1; }
   fi
   (umask 077; cat >"$mariadb_dir/init.sql" <<SQL
@@ -161,7 +162,7 @@ GRANT ALL ON azurite.* TO 'azurite'@'127.0.0.1';
 SQL
   )
   log "starting mariadb on 127.0.0.1:$mariadb_port"
-  setsid mariadbd --datadir="$mariadb_dir/data" --user=root --bind-address=127.0.0.1 --port="$mariadb_port" \
+  setsid mariadbd --no-defaults --datadir="$mariadb_dir/data" --user=root --bind-address=127.0.0.1 --port="$mariadb_port" \
     --socket="$mariadb_dir/mariadb.sock" --pid-file="$mariadb_dir/mariadbd.pid" --init-file="$mariadb_dir/init.sql" \
     --skip-log-bin --transaction-isolation=SERIALIZABLE --innodb-lock-wait-timeout=2 --log-error="$state/log/mariadb.log" </dev/null >>"$state/log/mariadb.log" 2>&1 &
   echo $! >"$state/mariadb.pid"
@@ -172,9 +173,9 @@ SQL
 azurite_answers() { curl -s -o /dev/null -m 2 "$azurite_blob?comp=list"; }
 
 azurite() {
+  mariadb  # first: an Azurite that answers over a dead MariaDB answers 500 to every blob call
   azurite_answers && return 0
   azurite_install
-  mariadb
   mkdir -p "$state/azurite" "$state/log"
   log "starting azurite on 127.0.0.1:10000-10002"
   # --skipApiVersionCheck: the Python SDK may speak a newer storage API version than this Azurite knows.

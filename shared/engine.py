@@ -13,6 +13,7 @@ Raises shared.errors; functions/ decides what each means for its trigger.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from shared import errors, events, jobs, planning, ports
@@ -21,6 +22,7 @@ from shared.releases import ENVIRONMENTS, Deployment, Entry, Environment, Releas
 from shared.releases import release_id_for, release_id_for_digest
 
 log = logging.getLogger("shipbot.engine")
+MAX_LOST_BUILDS = 3  # restarts of a build the builder lost, before the release is marked failed
 
 REVISION_LABEL = "org.opencontainers.image.revision"
 RELEASE_LABEL = "dev.shipbot.release.id"
@@ -183,6 +185,8 @@ class Engine:
 
     def promotion_due(self) -> Outcome:
         production = self.ledger.get_environment("production")
+        if production.blocked:
+            return Outcome(f"nothing promoted: production is blocked ({production.blocked})")
         candidate = planning.promotion_candidate(self.ledger.list_releases(), production,
                                                  self.current_release(production))
         if candidate is None:
@@ -210,7 +214,8 @@ class Engine:
                 try:
                     found.append(Job.from_message(env.pending))
                 except errors.InvalidEvent:
-                    log.error("environment %s: its pending rollout is not a job; dropped", name)
+                    log.error("environment %s: its pending rollout is not a job; cleared", name)
+                    self.ledger.update_environment(name, lambda e: e.with_(pending=None))
         return found
 
     @staticmethod
@@ -252,14 +257,25 @@ class Engine:
                 r, image.digest, now, f"found by its tag after build {build_id} was lost")
                 if r.status is Status.BUILDING and r.build_id == build_id else r)
             return [jobs.test(release.id)]
+        lost = sum(entry.what == "build restarted" for entry in release.history)
+        if lost >= MAX_LOST_BUILDS:  # e.g. a build the builder refused in another process: it will not build
+            reason = f"build {build_id} was lost (the builder has no record of it), {lost + 1} times"
+            self.ledger.update_release(release.id, lambda r: r.with_(
+                status=Status.FAILED, reason=reason, entry=Entry(now, "build failed", "reconcile", reason))
+                if r.status is Status.BUILDING and r.build_id == build_id else r)
+            self.ports.notifier.notify(f"build of {release.id} failed", reason, failed=True)
+            return []
+        claim = f"restarting-{uuid.uuid4().hex[:12]}"  # one reconcile restarts it, however many run at once
+        claimed = self.ledger.update_release(release.id, lambda r: r.with_(
+            build_id=claim, entry=Entry(now, "build restarted", "reconcile",
+                                        f"build {build_id} was lost (the builder has no record of it)"))
+            if r.status is Status.BUILDING and r.build_id == build_id else r)
+        if claimed.build_id != claim:
+            return []
         request = ports.BuildRequest(release_id=release.id, commit=release.commit or "", model=release.model,
                                      repository=release.repository, tag=release.tag)
         new_id = self.ports.builder.begin_build(request, self.ports.source, self.ports.models)
-        self.ledger.update_release(release.id, lambda r: r.with_(
-            build_id=new_id, entry=Entry(now, "build restarted", "reconcile",
-                                         f"build {build_id} was lost (the builder has no record of it); "
-                                         f"build {new_id}")) if r.status is Status.BUILDING and r.build_id == build_id
-                                    else r)
+        self.ledger.update_release(release.id, lambda r: r.with_(build_id=new_id) if r.build_id == claim else r)
         return []
 
     def _image_of(self, release: Release) -> ports.Image | None:
@@ -273,6 +289,8 @@ class Engine:
 
     def _staging_behind(self) -> Job | None:
         staging = self.ledger.get_environment("staging")
+        if staging.blocked:  # an automatic rollout failed for good (a refused credential): the operator's turn
+            return None
         candidate = planning.staging_candidate(self.ledger.list_releases(), staging,
                                                self.current_release(staging))
         return jobs.rollout("staging", candidate.id, by="reconcile") if candidate else None
@@ -298,11 +316,18 @@ class Engine:
     def _test_leased(self, release_id: str) -> Outcome:
         now, claimed = self.ports.clock(), [False]
 
+        started: list[Entry] = []
+
         def claim(r: Release) -> Release:  # called again after a 412: the last call says who won
             claimed[0] = r.status in (Status.BUILT, Status.TESTING)  # TESTING with its lease ours: tester died
             what = "smoke test started" if r.status is Status.BUILT else "smoke test restarted (its tester died)"
-            return r.with_(status=Status.TESTING, entry=Entry(now, what, "shipbot", r.ref or "")) \
-                if claimed[0] else r
+            started[:] = [Entry(now, what, "shipbot", f"{r.ref or ''} (test {uuid.uuid4().hex[:8]})")]
+            return r.with_(status=Status.TESTING, entry=started[0]) if claimed[0] else r
+
+        def ours(r: Release) -> bool:
+            """Still our test: a tester that lost its lease (storage down) must not overwrite its successor's."""
+            starts = [e for e in r.history if e.what.startswith(("smoke test started", "smoke test restarted"))]
+            return r.status is Status.TESTING and bool(starts) and starts[-1] == started[0]
 
         release = self.ledger.update_release(release_id, claim)
         if not claimed[0]:  # a duplicate job, or the release moved on (superseded, already tested)
@@ -314,13 +339,18 @@ class Engine:
         now = self.ports.clock()
         detail = _steps(verdict)
         if not verdict.passed:
-            self.ledger.update_release(release_id, lambda r: r.with_(
+            release = self.ledger.update_release(release_id, lambda r: r.with_(
                 status=Status.FAILED, reason=f"smoke test failed: {verdict.reason}",
-                entry=Entry(now, "smoke test failed", "shipbot", f"{verdict.reason} {detail}".strip())))
+                entry=Entry(now, "smoke test failed", "shipbot", f"{verdict.reason} {detail}".strip()))
+                if ours(r) else r)
+            if release.status is not Status.FAILED:
+                return Outcome(f"release {release_id}: another tester took over; this result is dropped")
             self.ports.notifier.notify(f"{release_id} failed its smoke test", verdict.reason, failed=True)
             return Outcome(f"release {release_id} failed its smoke test: {verdict.reason}", release=release)
         release = self.ledger.update_release(release_id, lambda r: r.with_(
-            status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)))
+            status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)) if ours(r) else r)
+        if release.status is not Status.GREEN:
+            return Outcome(f"release {release_id}: another tester took over; this result is dropped")
         return Outcome(f"release {release_id} passed its smoke test; staging rollout queued",
                        [jobs.rollout("staging", release_id, by="shipbot", reason="smoke test passed")], release)
 
@@ -342,16 +372,26 @@ class Engine:
             env = self._pending(environment, job.to_message())  # a worker that dies leaves it for reconcile
             try:
                 verdict = self.ports.deployer.deploy(environment, release.ref, self._expectation(release))
-            except errors.PermanentError as failure:  # retrying will not help: not pending any more, say so
-                now, why = self.ports.clock(), f"{release.id}: {failure}"
-                self.ledger.update_environment(environment, lambda e: e.with_(pending=None, entry=Entry(
-                    now, "rollout failed", job.by, why)))
+            except errors.TransientError:
+                raise  # still pending: the job is retried, and reconcile redoes it if the worker died
+            except errors.ReleaseError as failure:  # retrying will not help: not pending any more, and say so
+                self._rollout_failed(environment, release, job, failure)
                 raise
             if verdict.passed:
                 self._record_deployed(release, env, job, verdict)
                 return f"{release.id} runs on {environment}"
             self._record_failed_rollout(release, env, job, verdict)
             return f"rollout of {release.id} to {environment} failed and was rolled back: {verdict.reason}"
+
+    def _rollout_failed(self, environment: str, release: Release, job: Job, failure: errors.ReleaseError) -> None:
+        """A rollout that failed for a reason retrying will not fix, and that is not the release's (a refused
+        credential, a Deployment that is gone). An automatic one blocks automatic rollouts to the environment
+        until one succeeds (a manual deploy, once the cause is fixed): reconcile would repeat it forever."""
+        now, why = self.ports.clock(), f"{release.id}: {failure}"
+        blocked = why if job.automatic and isinstance(failure, errors.PermanentError) else None
+        self.ledger.update_environment(environment, lambda e: e.with_(
+            pending=None, blocked=blocked or e.blocked, entry=Entry(now, "rollout failed", job.by, why)))
+        self.ports.notifier.notify(f"rollout of {release.id} to {environment} failed", why, failed=True)
 
     def _pending(self, environment: str, message: str | None, *, of: str | None = None) -> Environment:
         """Records the rollout under way on `environment` (the caller holds its lease); None clears it, only
@@ -371,6 +411,7 @@ class Engine:
                 raise errors.Refused(f"{environment} has no previous release to roll back to, or it changed "
                                      "since the rollback was asked for")
             back = self.ledger.get_release(env.previous.release_id)
+            self._pending(environment, None)  # the operator's rollback wins over a rollout a dead worker left
             verdict = self.ports.deployer.deploy(environment, env.previous.ref, self._expectation(back))
             now = self.ports.clock()
             if not verdict.passed:
@@ -394,7 +435,8 @@ class Engine:
         how = "forced by " + job.by if job.force else f"by {job.by}"
         detail = f"{how}; {job.reason}; {_steps(verdict)}".strip("; ")
         self.ledger.update_environment(env.name, lambda e: e.with_(
-            current=Deployment(release.id, release.ref, now, job.by), previous=e.current, pending=None,
+            current=Deployment(release.id, release.ref, now, job.by), pending=None, blocked=None,
+            previous=e.previous if e.current is not None and e.current.release_id == release.id else e.current,
             entry=Entry(now, "deployed", job.by, f"{release.id}: {detail}")))
         self.ledger.update_release(release.id, lambda r: r.with_(
             deployed=r.deployed + ((env.name,) if env.name not in r.deployed else ()),

@@ -138,6 +138,7 @@ class Environment:
     previous: Deployment | None = None  # what a rollback goes back to
     history: tuple[Entry, ...] = ()
     pending: str | None = None  # the job message of the rollout under way: a dead worker's is redone
+    blocked: str | None = None  # why automatic rollouts here stopped (one failed for good); a success clears it
 
     def with_(self, *, entry: Entry | None = None, **changes: Any) -> Environment:
         if entry is not None:
@@ -151,7 +152,7 @@ class Environment:
     def from_json(cls, doc: dict[str, Any]) -> Environment:
         return cls(name=doc["name"], current=_deployment(doc.get("current")),
                    previous=_deployment(doc.get("previous")),
-                   history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"))
+                   history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"), blocked=doc.get("blocked"))
 
 
 def newer(a: Release, b: Release) -> bool:

@@ -28,7 +28,7 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -329,13 +329,13 @@ class Invoker:
 
         context = contextvars.copy_context()  # the invocation id travels with it into the function's logs
         threading.Thread(target=context.run, args=(run,), name=f"function-{function.name}", daemon=True).start()
-        try:
-            return outcome.result(timeout=self._timeout.total_seconds())
-        except FutureTimeout:
-            log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating "
-                      "cancellation.", config.timespan_text(self._timeout), function.name, invocation)
-            raise FunctionTimeout(f"Timeout value of {config.timespan_text(self._timeout)} was exceeded by "
-                                  f"function: Functions.{function.name}") from None
+        done, _ = futures_wait([outcome], timeout=self._timeout.total_seconds())
+        if done:
+            return outcome.result()  # what it returned, or what it raised (a TimeoutError of its own included)
+        log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation.",
+                  config.timespan_text(self._timeout), function.name, invocation)
+        raise FunctionTimeout(f"Timeout value of {config.timespan_text(self._timeout)} was exceeded by function: "
+                              f"Functions.{function.name}")
 
     def _arguments(self, function: Function, trigger_value: Any, invocation: str,
                    retry_count: int) -> tuple[dict[str, Any], dict[str, Out[Any]]]:

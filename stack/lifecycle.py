@@ -186,22 +186,28 @@ class _Undo:
     host: bool = False
 
     def __call__(self, *, note: Callable[[str], None], output: TextIO | None) -> list[str]:
-        done = []
-        if self.host and stop_host(self.stack, note=note):
-            done.append("stopped the host this start began")
-        if self.environments:
-            done += _each_container(tuple(self.environments), lambda c: (c.stop(), f"stopped {c.name} again")[1])
-        if self.app_repo:
-            shutil.rmtree(self.stack.app_repo, ignore_errors=True)
-            done.append(f"removed {self.stack.app_repo}, created by this start")
+        """Undoes each step on its own: one that fails is reported and the others still run, and the error
+        that failed the start stays the one raised."""
+        done: list[str] = []
         after = self.daemons_after or _live_daemons(self.stack)
         started = [part for part, _ in DAEMONS if part in after and part not in self.daemons]
-        if started:
+        steps = [("the host", self.host, lambda: done.append("stopped the host this start began")
+                  if stop_host(self.stack, note=note) else None),
+                 ("the environments", self.environments, lambda: done.extend(_each_container(
+                     tuple(self.environments), lambda c: (c.stop(), f"stopped {c.name} again")[1]))),
+                 (str(self.stack.app_repo), self.app_repo, lambda: (
+                     shutil.rmtree(self.stack.app_repo, ignore_errors=True),
+                     done.append(f"removed {self.stack.app_repo}, created by this start"))),
+                 (", ".join(started), started, lambda: (
+                     _script(self.stack, "stop", *started, output=output),
+                     done.append(f"stopped {', '.join(started)}, started by this start")))]
+        for what, wanted, undo in steps:
+            if not wanted:
+                continue
             try:
-                _script(self.stack, "stop", *started, output=output)
-                done.append(f"stopped {', '.join(started)}, started by this start")
-            except StackError as e:
-                done.append(f"could not stop {', '.join(started)}: {e}")
+                undo()
+            except Exception as e:  # noqa: BLE001 - reported; the start's own error is the one raised
+                done.append(f"could not undo {what}: {e}")
         return done
 
 

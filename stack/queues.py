@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -141,7 +142,11 @@ class QueueListener:
             idle = MIN_POLL
             for message in messages:
                 self._leases.hold(message)
-                future = self._pool.submit(self._process, message)
+                try:
+                    future = self._pool.submit(self._process, message)
+                except RuntimeError:  # the pool is shut down (stopping): the message reappears after its lease
+                    self._leases.release(message)
+                    continue
                 with self._changed:
                     self._running.add(future)
                 future.add_done_callback(self._done)
@@ -210,13 +215,17 @@ class QueueListener:
 class Leases:
     """The received messages of one listener, each kept invisible while it runs: renewed at half its lease.
 
-    One thread renews them all. A renewal that the service refuses (the message is gone, or its receipt is
-    stale) ends that lease: the message's settle is then skipped with a warning, as the host does.
+    One thread renews them all, outside the lock (a slow storage account delays nothing else); a message
+    being renewed is settled only once its renewal is back, with the receipt it returned. A failed renewal is
+    tried again after RENEW_RETRY_S; one the service refuses for good (the message is gone, or its pop receipt
+    no longer matches) ends that lease: the message's settle is then skipped with a warning, as in the host.
     """
+
+    RENEW_RETRY_S = 10.0
 
     def __init__(self, client: QueueClient, lease: timedelta) -> None:
         self._client, self._lease = client, lease
-        self._held: dict[str, list[Any]] = {}  # message id -> [pop receipt, monotonic time the next renewal is due]
+        self._held: dict[str, _Held] = {}
         self._changed = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -234,37 +243,59 @@ class Leases:
 
     def hold(self, message: QueueMessage) -> None:
         with self._changed:
-            self._held[message.id] = [message.pop_receipt, time.monotonic() + self._lease.total_seconds() / 2]
+            self._held[message.id] = _Held(message.pop_receipt, time.monotonic() + self._lease.total_seconds() / 2)
             self._changed.notify_all()
 
     def release(self, message: QueueMessage) -> str | None:
         """Ends the lease: the receipt to settle the message with, None when the lease was lost."""
         with self._changed:
+            self._changed.wait_for(lambda: not (held := self._held.get(message.id)) or not held.renewing)
             held = self._held.pop(message.id, None)
-        return None if held is None else held[0]
+        return None if held is None else held.receipt
 
     def _loop(self) -> None:
-        half = self._lease.total_seconds() / 2
-        with self._changed:
-            while not self._stopping:
+        while True:
+            with self._changed:
+                if self._stopping:
+                    return
                 now = time.monotonic()
-                due = [(id_, held) for id_, held in self._held.items() if held[1] <= now]
-                for id_, held in due:
-                    held[0] = self._renew(id_, held[0])
-                    held[1] = time.monotonic() + half
-                    if held[0] is None:
+                due = [(id_, held) for id_, held in self._held.items() if held.due <= now]
+                if not due:
+                    nearest = min((held.due for held in self._held.values()), default=None)
+                    self._changed.wait(None if nearest is None else max(nearest - now, 0))
+                    continue
+                for _, held in due:
+                    held.renewing = True
+            renewed = [(id_, held, self._renew(id_, held.receipt)) for id_, held in due]  # no lock held
+            with self._changed:
+                for id_, held, (receipt, ok) in renewed:
+                    held.renewing = False
+                    if receipt is None:
                         self._held.pop(id_, None)
-                nearest = min((held[1] for held in self._held.values()), default=None)
-                self._changed.wait(None if nearest is None else max(nearest - time.monotonic(), 0))
+                        continue
+                    held.receipt = receipt
+                    wait = self._lease.total_seconds() / 2 if ok else min(self.RENEW_RETRY_S,
+                                                                          self._lease.total_seconds() / 2)
+                    held.due = time.monotonic() + wait
+                self._changed.notify_all()
 
-    def _renew(self, message_id: str, receipt: str) -> str | None:
+    def _renew(self, message_id: str, receipt: str) -> tuple[str | None, bool]:
+        """(the new receipt, True), (the old one, False) after a failure worth retrying, (None, False) lost."""
         try:
             return self._client.update_message(message_id, receipt,
-                                               visibility_timeout=int(self._lease.total_seconds())).pop_receipt
+                                               visibility_timeout=int(self._lease.total_seconds())).pop_receipt, True
         except AzureError as e:
-            log.warning("queue %s: renewing the lease on message %s failed (%s)", self._client.queue_name,
-                        message_id, type(e).__name__)
-            return None if isinstance(e, ResourceNotFoundError) else receipt
+            lost = isinstance(e, ResourceNotFoundError) or getattr(e, "error_code", None) == "PopReceiptMismatch"
+            log.warning("queue %s: renewing the lease on message %s failed (%s)%s", self._client.queue_name,
+                        message_id, type(e).__name__, "; the message is no longer ours" if lost else "")
+            return (None, False) if lost else (receipt, False)
+
+
+@dataclass
+class _Held:
+    receipt: str
+    due: float  # monotonic time of the next renewal
+    renewing: bool = False
 
 
 def encode(body: bytes, encoding: str) -> str:

@@ -196,16 +196,15 @@ class Server:
                                         params=request.query, route_params=route_params, body=body)
         invocation = asyncio.ensure_future(self.host.run(function, http_request))
         invocation.add_done_callback(_observed)
-        try:  # Azure's front end gives up on a request after 230 s: 502, while the invocation runs on
-            result = await asyncio.wait_for(asyncio.shield(invocation),
-                                            self.host.options.front_end_timeout.total_seconds())
-        except TimeoutError:
+        # Azure's front end gives up on a request after 230 s: 502, while the invocation runs on.
+        done, _ = await asyncio.wait({invocation}, timeout=self.host.options.front_end_timeout.total_seconds())
+        if not done:
             log.warning("HTTP function %s ran past the front end's %s s: answered 502, the invocation goes on",
                         function.name, self.host.options.front_end_timeout.total_seconds())
             return Response(502)
-        except Exception:  # noqa: BLE001 - logged by the invoker; the host answers 500
+        if invocation.exception() is not None:  # logged by the invoker; the host answers 500
             return Response(500)
-        return http_answer(result.http_response)
+        return http_answer(invocation.result().http_response)
 
     # -- Event Grid ------------------------------------------------------------------------------------------
     async def _eventgrid(self, request: Request) -> Response:

@@ -23,11 +23,12 @@ from shared import errors
 def container_from_connection_string(conn: str, container_name: str, **client_options: Any) -> ContainerClient:
     """`client_options` go to the SDK client (retry_total=..., connection_timeout=...).
 
-    Against the emulator (the account devstoreaccount1) a 5xx is retried after 1 s, not the SDK's 15: Azurite
-    on MariaDB answers 500 when two conditional writes of one blob deadlock (the losing transaction is rolled
-    back, so the retry is safe), which Azure Storage does not do.
+    Against the emulator (the account devstoreaccount1) a retryable error is retried after 1 s, not the SDK's
+    15: Azurite on MariaDB answers 500 when two conditional writes of one blob deadlock (the losing transaction
+    is rolled back, so the retry is safe), which Azure Storage does not do. A caller's own retry options win.
     """
-    if "devstoreaccount1" in conn or "UseDevelopmentStorage=true" in conn:
+    if ("devstoreaccount1" in conn or "UseDevelopmentStorage=true" in conn) and \
+            not any(key.startswith("retry_") for key in client_options):
         client_options.setdefault("retry_policy", ExponentialRetry(initial_backoff=1, increment_base=2))
     try:
         return ContainerClient.from_connection_string(conn, container_name, **client_options)

@@ -11,7 +11,8 @@ from shared import errors, events, jobs, operations
 from shared.adapters import memory
 from shared.engine import Config, Engine
 from shared.ports import Ports
-from shared.releases import Status
+from shared.ports import Verdict
+from shared.releases import Entry, Status
 
 REPO = "registry.test/shipbot/app"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -403,3 +404,83 @@ def test_a_rollout_that_fails_for_good_is_not_left_pending(world):
     production = world.ledger.get_environment("production")
     assert production.pending is None and production.history[-1].what == "rollout failed"
     assert "may not patch" in production.history[-1].detail
+
+
+def test_a_rollout_that_fails_with_not_found_is_not_left_pending_either(world):
+    world.ship("1")
+    newest = world.ledger.list_releases()[0].id
+    job = operations.promote(world.engine, release_id=newest, by="ana", reason="go")
+
+    def gone():
+        raise errors.NotFound("no Deployment production/app")
+    world.deployer.during_rollout = gone
+    with pytest.raises(errors.NotFound):
+        world.engine.run(job)
+    assert world.ledger.get_environment("production").pending is None
+    assert [j for j in world.deliver(events.ReconcileDue(T0)) if j.environment == "production"] == []
+
+
+def test_an_automatic_rollout_refused_for_good_blocks_automatic_ones_until_a_manual_deploy_succeeds(world):
+    def refused():
+        raise errors.PermanentError("the Role may not patch deployments")
+    world.deployer.during_rollout = refused
+    world.deliver(world.upload("1"))
+    with pytest.raises(errors.PermanentError):
+        world.run(world.finish_builds())
+    staging = world.ledger.get_environment("staging")
+    assert "may not patch" in staging.blocked and staging.pending is None
+    release_id = world.ledger.list_releases()[0].id
+    assert world.ledger.get_release(release_id).status is Status.GREEN  # not the release's fault
+    assert world.deliver(events.ReconcileDue(T0)) == []  # not tried again and again
+    world.deployer.during_rollout = lambda: None  # the Role is fixed; the operator deploys
+    world.run([operations.deploy(world.engine, "staging", release_id=release_id, by="ana")])
+    staging = world.ledger.get_environment("staging")
+    assert staging.blocked is None and staging.current.release_id == release_id
+
+
+def test_an_operators_rollback_clears_a_rollout_a_dead_worker_left_pending(world):
+    world.ship("1")
+    world.ship("2")
+    left = jobs.rollout("staging", world.ledger.list_releases()[0].id, by="shipbot")
+    world.ledger.update_environment("staging", lambda e: e.with_(pending=left.to_message()))
+    world.run([operations.rollback(world.engine, "staging", by="ana", reason="bad")])
+    assert world.ledger.get_environment("staging").pending is None
+    assert [j for j in world.deliver(events.ReconcileDue(T0)) if j.environment == "staging"] == []
+
+
+def test_a_forced_deploy_run_twice_keeps_what_a_rollback_goes_back_to(world):
+    first = world.ship("1")
+    second = world.ship("2")
+    job = operations.deploy(world.engine, "staging", release_id=second, by="ana", force=True)
+    world.run([job, job])  # the repair and the redelivered message
+    staging = world.ledger.get_environment("staging")
+    assert (staging.current.release_id, staging.previous.release_id) == (second, first)
+
+
+def test_concurrent_reconciles_restart_a_lost_build_once_and_give_up_after_three_losses(world):
+    world.deliver(world.upload("1"))
+    for lost in range(1, 4):
+        world.builder.builds.clear()  # lost again
+        seen = world.ledger.list_releases()[0]  # two reconciles (two instances) read the same listing
+        world.engine._check_build(seen)
+        world.engine._check_build(seen)
+        assert len(world.builder.requests) == lost + 1  # one restart between them
+        assert world.ledger.get_release(seen.id).status is Status.BUILDING
+    world.builder.builds.clear()
+    world.engine._check_build(world.ledger.list_releases()[0])
+    release = world.ledger.list_releases()[0]
+    assert release.status is Status.FAILED and "4 times" in release.reason and release.build_attempts == 1
+    assert len(world.builder.requests) == 4
+
+
+def test_a_tester_that_lost_its_lease_does_not_overwrite_its_successors_result(world):
+    release_id, job = pushed_release(world)
+
+    def slow_and_superseded(ref, expected):  # meanwhile its lease lapsed and another tester took over
+        world.ledger.update_release(release_id, lambda r: r.with_(entry=Entry(
+            T0, "smoke test restarted (its tester died)", "shipbot", "the successor")))
+        return Verdict(passed=False, reason="a late, stale verdict")
+    world.smoke.run = slow_and_superseded
+    assert "another tester took over" in world.engine.run(job).summary
+    release = world.ledger.get_release(release_id)
+    assert release.status is Status.TESTING and release.reason == "" and world.notifier.messages == []

@@ -99,6 +99,32 @@ def test_outputs_set_after_the_timeout_are_never_sent() -> None:
     assert sent == []
 
 
+def test_a_timeout_error_the_function_raises_is_its_own_failure_not_a_function_timeout(tmp_path: Path) -> None:
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name="in", connection="S")
+    def reads(msg: func.QueueMessage) -> None:
+        raise TimeoutError("socket read timed out")
+
+    invoker = Invoker(send_queue=lambda binding, bodies: None, timeout=timedelta(seconds=30))
+    with pytest.raises(TimeoutError, match="socket read timed out"):
+        invoker.invoke(functions.index(app)["reads"], func.QueueMessage(body=b"x"))
+
+
+def test_an_http_function_raising_timeout_error_is_500_not_502(tmp_path: Path) -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="flaky")
+    def flaky(req: func.HttpRequest) -> func.HttpResponse:
+        raise TimeoutError("upstream timed out")
+
+    port = free_port()
+    host = Host(app, settings={}, state_dir=tmp_path / "state", folder=tmp_path, url=f"http://127.0.0.1:{port}",
+                host_keys=KEYS, workers=2, options=config.HostOptions(function_timeout=None))
+    with serving(host, port=port) as base:
+        assert httpx.get(f"{base}/api/flaky", timeout=30).status_code == 500
+
+
 def test_a_function_within_its_timeout_returns_normally() -> None:
     app = func.FunctionApp()
     sent = []

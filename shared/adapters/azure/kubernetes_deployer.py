@@ -14,7 +14,7 @@ A rollout, in the Verdict's steps:
             new generation, every replica is updated and available, none of the old is left; a Progressing
             condition with reason ProgressDeadlineExceeded fails at once. It watches the one Deployment
             (fieldSelector metadata.name=...) from the resourceVersion it read, re-reading when a watch ends,
-            within `rollout_seconds`. A watch the API server refuses (401/403: a Role without `watch`) is
+            within `rollout_seconds`. A watch the API server forbids (403: a Role without `watch`) is
             followed by reading the Deployment every POLL_SECONDS instead, for that target from then on.
   verify    GET /version through the API server's service proxy and compare it with the Expectation
             (version_mismatch: the same three checks as the local check_version, factored here as a pure
@@ -290,8 +290,10 @@ class KubernetesDeployer:
                 if state.done or state.failed or self.clock() >= deadline:
                     break
         except ApiException as e:  # 410 Gone (the version is too old) and friends: read again
-            if e.status in (401, 403):
+            if e.status == 403:  # the Role may not watch (a 401, a bad token, fails the next read instead)
                 raise _WatchRefused(f"{e.status} {_message(e)}") from None
+            if e.status == 401:
+                raise _translate(e, f"watch {target}") from None
         except CONNECTION_ERRORS:
             pass
         finally:
