@@ -99,9 +99,13 @@ def environments_table(environments: Sequence[dict[str, Any]], releases: dict[st
 
 
 def drift_notes(environments: Sequence[dict[str, Any]]) -> list[str]:
-    """Where what runs is not what the ledger says (a failed rollout, a container someone removed)."""
+    """Where what runs is not what the ledger says (a failed rollout, a container someone removed), and an
+    environment whose automatic rollouts are blocked."""
     notes = []
     for env in environments:
+        if env.get("blocked"):
+            notes.append(f"note: automatic rollouts to {env.get('name')} are blocked: {clip(env['blocked'])}; "
+                         "a manual deploy that succeeds clears it")
         if "running" not in env:
             continue
         current, running = env.get("current") or {}, env.get("running")

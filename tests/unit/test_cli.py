@@ -164,6 +164,13 @@ def test_status_notes_an_environment_that_does_not_run_what_its_ledger_says(ship
     assert "note: staging runs nothing, but its ledger says r-old" in run.out
 
 
+def test_status_notes_an_environment_whose_automatic_rollouts_are_blocked(shipbot, api):
+    api.env("production")["blocked"] = "r-new: patch Deployment production/app: 403 forbidden"
+    run = shipbot("status")
+    assert run.code == 0
+    assert "note: automatic rollouts to production are blocked: r-new: patch Deployment production/app: 403" in run.out
+
+
 def test_status_json_prints_the_api_documents_unchanged(shipbot, api):
     run = shipbot("status", "--json", "--limit", "1")
     assert run.code == 0
