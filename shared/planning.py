@@ -1,9 +1,10 @@
 """The decisions: which release should exist, which may go to staging, which to production.
 
 Every function here takes state (ledger documents, the newest commit and model) and returns a decision, so
-that a lost, duplicated or late event changes nothing: the same state gives the same answer. The rules, from
-ARCHITECTURE: automatic paths never move an environment to an older release than it runs, never redeploy a
-release that was rolled back, and skip held releases; a person can force either, and the ledger says who.
+that a lost, duplicated or late event changes nothing: the same state gives the same answer. The rules (see
+docs/architecture.md): automatic paths never move an environment to an older release than it runs, never
+redeploy a release that was rolled back, and skip held releases; a person can force either, and the ledger
+says who.
 
 Pure. No I/O.
 """

@@ -1,6 +1,6 @@
 """BlobModels: ports.Models on the models container, the same on Azurite and Azure Storage.
 
-A data scientist uploads `<name>/<version>/<file>`: one model file (a suffix of model_api.runtimes.BY_SUFFIX)
+A data scientist uploads `<name>/<version>/<file>`: one model file (a suffix of model_api.modelfiles.BY_SUFFIX)
 plus sample-request.json and sample-response.json, which travel with it. A version is complete when it holds
 exactly one model file and that file is a committed, non-empty blob (a listing shows committed blobs only; an
 ADLS CreateFile or a stalled upload leaves an empty one). Names follow shared/events.py's model path grammar;
@@ -29,8 +29,7 @@ from azure.core import exceptions as azure_errors
 from azure.core.credentials import TokenCredential
 from azure.storage.blob import BlobProperties, ContainerClient
 
-from model_api import runtimes
-from shared import errors, events
+from shared import errors, events, modelfiles
 from shared.adapters import blob_storage
 from shared.releases import Model
 
@@ -182,7 +181,7 @@ def _model_blob(blobs: list[BlobProperties]) -> BlobProperties | None:
 
 def _is_model_file(blob_name: str) -> bool:
     filename = blob_name.rsplit("/", 1)[1].lower()
-    return filename not in events.SIDECAR_FILES and Path(filename).suffix in runtimes.BY_SUFFIX
+    return filename not in events.SIDECAR_FILES and Path(filename).suffix in modelfiles.BY_SUFFIX
 
 
 def _uploaded(cached: str | None, last_modified: datetime) -> datetime:

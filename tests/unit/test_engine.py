@@ -1,4 +1,4 @@
-"""The engine over the in-memory fakes: the rules of ARCHITECTURE, one test each."""
+"""The engine over the in-memory fakes: the rules of docs/architecture.md, one test each."""
 
 from __future__ import annotations
 

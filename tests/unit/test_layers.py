@@ -1,4 +1,4 @@
-"""The rings of STYLE.md, checked: the engine's core decides and never touches the outside world.
+"""The rings of docs/architecture.md, checked: the engine's core decides and never touches the outside world.
 
 Core modules may not import azure, docker, kubernetes, httpx, subprocess or socket, nor read os.environ;
 adapters do the I/O, functions/ translate. (import-linter would say the same with a config file; the rule is
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-CORE = ["errors", "events", "webhooks", "releases", "ports", "planning", "engine", "operations", "jobs", "settings"]
+CORE = ["errors", "events", "webhooks", "releases", "ports", "planning", "engine", "operations", "jobs", "settings",
+        "modelfiles"]
 FORBIDDEN = {"azure", "docker", "kubernetes", "httpx", "subprocess", "socket", "requests", "urllib.request"}
 
 
@@ -41,3 +42,25 @@ def test_shared_never_imports_azure_functions(path):
 def test_functions_only_translate():
     for path in (ROOT / "functions").glob("*.py"):
         assert not {n for n in imports(path) if n.startswith(("shared.adapters", "docker", "azure.storage"))}, path
+
+
+@pytest.mark.parametrize("path", sorted(p for package in ("shared", "cli", "stack", "functions")
+                                        for p in (ROOT / package).rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_what_the_shipbot_package_installs_never_imports_model_api(path):
+    """pyproject.toml installs cli, stack, shared and functions; model_api ships only inside release images."""
+    assert not any(name == "model_api" or name.startswith("model_api.") for name in imports(path))
+
+
+def test_the_core_and_model_api_agree_on_model_files_and_their_runtimes(tmp_path):
+    from model_api import runtimes
+    from shared import modelfiles
+
+    assert (modelfiles.BY_SUFFIX, modelfiles.ALL) == (runtimes.BY_SUFFIX, runtimes.ALL)
+    for files in ([], ["m.joblib"], ["m.onnx"], ["a.pkl", "b.onnx"], ["readme.txt"]):
+        folder = tmp_path / "-".join(files or ["none"])
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"x")
+        assert modelfiles.runtimes_for(folder) == runtimes.for_model_dir(folder)
+        assert modelfiles.model_files(folder) == runtimes.model_files(folder)

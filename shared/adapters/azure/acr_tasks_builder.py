@@ -41,8 +41,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from model_api import runtimes
-from shared import buildcontext, errors, ports
+from shared import buildcontext, errors, modelfiles, ports
 from shared.adapters.azure import acr_runs
 
 DOCKERFILE = "model_api/Dockerfile"
@@ -210,7 +209,7 @@ def build_args(request: ports.BuildRequest, model_dir: Path, *, base_image: str,
                image: str, created: str | None = None) -> dict[str, str]:
     """The build args DockerBuilder passes, for the same request (tests/unit holds them side by side). Raises
     BuildFailed when the model folder does not hold exactly one model file, or not the release's."""
-    found = runtimes.model_files(model_dir)
+    found = modelfiles.model_files(model_dir)
     if len(found) != 1:
         raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
     actual = buildcontext.sha256_file(found[0])
@@ -219,7 +218,7 @@ def build_args(request: ports.BuildRequest, model_dir: Path, *, base_image: str,
                                  f"{request.model.sha256}")
     return {
         "BASE_IMAGE": base_image,
-        "MODEL_RUNTIMES": " ".join(runtimes.for_model_dir(model_dir)),
+        "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(model_dir)),
         "MODEL_NAME": request.model.name, "MODEL_VERSION": request.model.version,
         "MODEL_SHA256": actual, "GIT_COMMIT": request.commit or "",
         "SOURCE_URL": request.source_url or "", "IMAGE_TAG": image, "BUILD_ID": build_id,

@@ -31,8 +31,7 @@ import docker
 import docker.errors
 import tenacity
 
-from model_api import runtimes
-from shared import buildcontext, errors, ports
+from shared import buildcontext, errors, modelfiles, ports
 
 LOG_TAIL_LINES = 30
 DOCKERFILE = "model_api/Dockerfile"
@@ -189,7 +188,7 @@ class DockerBuilder:
               model_sha256: str | None = None) -> BuiltImage:
         """Builds and pushes. `model_sha256`, when given, must match the model file (a release names its model
         by hash: building another file under its name would break "a release is a pure function")."""
-        found = runtimes.model_files(request.model_dir)
+        found = modelfiles.model_files(request.model_dir)
         if len(found) != 1:
             raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
         actual_sha256 = buildcontext.sha256_file(found[0])
@@ -201,7 +200,7 @@ class DockerBuilder:
         image = f"{request.repository}:{request.tag}"
         build_args = {
             "BASE_IMAGE": self.base_image,
-            "MODEL_RUNTIMES": " ".join(runtimes.for_model_dir(request.model_dir)),
+            "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(request.model_dir)),
             "MODEL_NAME": request.model_name, "MODEL_VERSION": request.model_version,
             "MODEL_SHA256": model_sha256, "GIT_COMMIT": request.git_commit or "",
             "SOURCE_URL": request.source_url or "", "IMAGE_TAG": image, "BUILD_ID": build_id,
