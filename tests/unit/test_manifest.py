@@ -1,0 +1,121 @@
+"""shipbot.toml: the three shapes, their defaults, and every bad manifest refused with file, key and line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shared import manifest
+from shared.manifest import ManifestError
+
+
+def repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "repo"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    root.mkdir(exist_ok=True)
+    return root
+
+
+FLASK = "FROM python:3.11-slim\nCOPY . /app\nEXPOSE 5000\nCMD gunicorn app:app\n"
+
+
+def test_no_manifest_and_no_dockerfile_is_the_model_only_shape_with_model_apis_contract(tmp_path):
+    got = manifest.load(repo(tmp_path, {"README.md": "x"}))
+    assert (got.shape, got.smoke.port, got.smoke.ready_path, got.smoke.identity_path) == \
+        ("model", 5001, "/readyz", "/version")
+    assert got.smoke.expect_json == "sample-response.json" and got.smoke.request == "sample-request.json"
+
+
+def test_a_dockerfile_at_the_root_without_a_manifest_is_an_own_image_serving_its_exposed_port(tmp_path):
+    got = manifest.load(repo(tmp_path, {"Dockerfile": FLASK}))
+    assert (got.shape, got.build.dockerfile, got.build.model_path, got.smoke.port) == ("image", "Dockerfile",
+                                                                                      "model/", 5000)
+    assert got.smoke.identity_path is None and got.smoke.ready_path == "/"
+
+
+def test_an_own_image_manifest_with_its_smoke_contract(tmp_path):
+    got = manifest.load(repo(tmp_path, {"docker/Dockerfile": FLASK, "shipbot.toml": """
+[build]
+dockerfile = "docker/Dockerfile"
+context = "."
+target = "serve"
+model_path = "app/model/"
+
+[smoke]
+port = 8000
+ready_path = "/healthcheck"
+expect_keys = ["result"]
+"""}))
+    assert got.shape == "image" and got.build.target == "serve" and got.build.model_path == "app/model/"
+    assert (got.smoke.port, got.smoke.ready_path, got.smoke.expect_keys) == (8000, "/healthcheck", ["result"])
+
+
+def test_a_score_py_manifest_is_served_by_model_api(tmp_path):
+    got = manifest.load(repo(tmp_path, {"score.py": "def init(): ...\ndef run(data): ...\n",
+                                        "conda_dependencies.yml": "dependencies: []\n", "shipbot.toml": """
+[serve]
+entry_script = "score.py"
+requirements = "conda_dependencies.yml"
+"""}))
+    assert (got.shape, got.serve.entry_script, got.smoke.port, got.smoke.ready_path) == ("score", "score.py", 5001,
+                                                                                        "/readyz")
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"shipbot.toml": "[build]\ndockerfile = 'Dockerfile'\ncolour = 'blue'\n", "Dockerfile": FLASK},
+     "shipbot.toml, [build] colour (line 3): unknown key"),
+    ({"shipbot.toml": "[smoke]\n# the port\nport = '8000'\n"},
+     "shipbot.toml, [smoke] port (line 3): Input should be a valid integer"),
+    ({"shipbot.toml": "[serve]\nrequirements = 'r.txt'\n", "r.txt": ""},
+     "shipbot.toml, [serve] entry_script (line 1): required"),
+    ({"shipbot.toml": "[build]\ndockerfile = '../Dockerfile'\n"},
+     "shipbot.toml, [build] dockerfile (line 2): '../Dockerfile' must be a relative path inside the repository"),
+    ({"shipbot.toml": "[build]\ndockerfile = '/etc/Dockerfile'\n"}, "must be a relative path inside the repository"),
+    ({"shipbot.toml": "[build]\ndockerfile = 'docker/Dockerfile'\n"},
+     "shipbot.toml, [build] dockerfile (line 2): docker/Dockerfile is not a file of the repository"),
+    ({"shipbot.toml": "[build]\n", "Dockerfile": "FROM scratch\n"},
+     "shipbot.toml, [smoke] port (line 1): Dockerfile EXPOSEs no port"),
+    ({"shipbot.toml": "[build]\n[serve]\nentry_script = 's.py'\n", "Dockerfile": FLASK, "s.py": ""},
+     "shipbot.toml, [serve] (line 2): [build] and [serve] exclude each other"),
+    ({"shipbot.toml": "[smoke]\nready_path = 'healthz'\n"}, "shipbot.toml, [smoke] ready_path (line 2): 'healthz' is not"),
+    ({"shipbot.toml": "[build\n"}, "shipbot.toml is not valid TOML: "),
+    ({"shipbot.toml": "[smoke]\nrequest = '../../etc/passwd'\n"}, "[smoke] request (line 2): '../../etc/passwd' must"),
+], ids=["unknown-key", "wrong-type", "missing-key", "escapes", "absolute", "no-dockerfile", "no-port", "both-shapes",
+        "not-a-path", "bad-toml", "request-escapes"])
+def test_a_bad_manifest_is_refused_with_file_key_and_line(tmp_path, files, message):
+    with pytest.raises(ManifestError) as caught:
+        manifest.load(repo(tmp_path, files))
+    assert message in str(caught.value)
+
+
+def test_a_dockerfile_that_is_a_symlink_out_of_the_repository_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text(FLASK)
+    root = repo(tmp_path, {"shipbot.toml": "[build]\ndockerfile = 'Dockerfile'\n"})
+    os.symlink(outside / "Dockerfile", root / "Dockerfile")
+    with pytest.raises(ManifestError, match=r"\[build\] dockerfile \(line 2\): Dockerfile leads out of the repository"):
+        manifest.load(root)
+
+
+def test_a_manifest_that_is_a_symlink_is_refused(tmp_path):
+    root = repo(tmp_path, {"elsewhere.toml": "[smoke]\n"})
+    os.symlink(root / "elsewhere.toml", root / "shipbot.toml")
+    with pytest.raises(ManifestError, match="must be a regular file"):
+        manifest.load(root)
+
+
+def test_the_fingerprint_changes_with_the_manifest_and_the_dockerfile_and_nothing_else(tmp_path):
+    root = repo(tmp_path, {"Dockerfile": FLASK, "app.py": "print(1)\n"})
+    first = manifest.load(root).fingerprint(root)
+    (root / "app.py").write_text("print(2)\n")
+    assert manifest.load(root).fingerprint(root) == first  # code is in the commit already
+    (root / "Dockerfile").write_text(FLASK.replace("5000", "5002"))
+    second = manifest.load(root).fingerprint(root)
+    assert second != first
+    (root / "shipbot.toml").write_text("[build]\n[smoke]\nready_path = '/healthcheck'\n")
+    assert manifest.load(root).fingerprint(root) not in (first, second)
