@@ -1,7 +1,13 @@
-"""The build context of a release image, the same for every builder (Docker engine here, ACR Tasks in Azure):
+"""The build context of a release image, the same for every builder (Docker engine here, ACR Tasks in Azure).
+
+`write` (model only): ShipBot's scoring service around the model,
 
     model_api/    the scoring service, from the release's source
     model/        the model folder: model file, sample-request.json, sample-response.json
+
+`write_app` (an app with its own Dockerfile, shipbot.toml [build]): the app's context folder as the
+repository holds it, with the model version's folder at its `model_path` (replacing what the repository
+has there), so the app's Dockerfile COPYs it like any other file.
 
 Written as a plain tar with normalised owners, modes and times, so that the engine's layer cache keys on
 content alone: a new model leaves the dependency and code layers cached. Files are streamed, never read
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 SKIP = {"__pycache__", ".pytest_cache", ".git"}
@@ -27,12 +33,23 @@ def write(out: BinaryIO, *, source: Path, model: Path) -> None:
         _add_tree(tar, model, "model")
 
 
-def _add_tree(tar: tarfile.TarFile, root: Path, arcroot: str) -> None:
+def write_app(out: BinaryIO, *, context: Path, model: Path, model_path: str) -> None:
+    """Write the context tar of an own-image app: `context` (a folder of the checkout) and `model` at
+    `model_path` (relative to the context)."""
+    target = PurePosixPath(model_path.strip("/") or "model")
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_tree(tar, context, "", leave_out=target)
+        _add_tree(tar, model, target.as_posix())
+
+
+def _add_tree(tar: tarfile.TarFile, root: Path, arcroot: str, *, leave_out: PurePosixPath | None = None) -> None:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if SKIP.intersection(rel.parts) or path.suffix == ".pyc" or not path.is_file() or path.is_symlink():
+            continue  # a symlink is never followed: it could lead out of the repository
+        if leave_out is not None and PurePosixPath(rel.as_posix()).is_relative_to(leave_out):
             continue
-        info = tarfile.TarInfo(f"{arcroot}/{rel.as_posix()}")
+        info = tarfile.TarInfo(f"{arcroot}/{rel.as_posix()}" if arcroot else rel.as_posix())
         info.size = path.stat().st_size
         info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
         info.mtime = 0

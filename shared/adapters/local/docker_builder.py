@@ -31,7 +31,7 @@ import docker
 import docker.errors
 import tenacity
 
-from shared import buildcontext, errors, modelfiles, ports
+from shared import buildcontext, errors, manifest, modelfiles, ports
 
 LOG_TAIL_LINES = 30
 DOCKERFILE = "model_api/Dockerfile"
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class BuildRequest:
     source: Path
-    """A tree holding model_api/ (the release's source at its commit)."""
+    """The release's source at its commit: an app with its own Dockerfile (shipbot.toml [build], or a
+    Dockerfile at its root), or a tree holding model_api/."""
     model_dir: Path
     """The model folder: exactly one model file, plus sample-request.json and sample-response.json."""
     repository: str
@@ -198,6 +199,12 @@ class DockerBuilder:
         model_sha256 = actual_sha256
         build_id = build_id or _new_build_id()
         image = f"{request.repository}:{request.tag}"
+        app = manifest.load(request.source)  # a ManifestError fails the build with file, key and line
+        if app.shape == "image":
+            return self._build_app(request, app, image, build_id, model_sha256)
+        if app.shape == "score":
+            raise errors.BuildFailed(f"{app.source}: the score.py shape ([serve]) is not built yet; give the app "
+                                     "a Dockerfile ([build]) or ship the model alone")
         build_args = {
             "BASE_IMAGE": self.base_image,
             "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(request.model_dir)),
@@ -218,6 +225,38 @@ class DockerBuilder:
                           model_sha256=model_sha256, build_seconds=built - started,
                           push_seconds=time.perf_counter() - built)
 
+    def _build_app(self, request: BuildRequest, app: manifest.Manifest, image: str, build_id: str,
+                   model_sha256: str) -> BuiltImage:
+        """An app with its own Dockerfile: its context with the model at model_path, the SHIPBOT_* build args
+        (a Dockerfile uses those it declares) and ShipBot's OCI labels on the image."""
+        assert app.build is not None
+        context_dir = (request.source / app.build.context).resolve()
+        dockerfile = (request.source / app.build.dockerfile).resolve()
+        if not dockerfile.is_relative_to(context_dir):
+            raise errors.BuildFailed(f"{app.source}: [build] dockerfile {app.build.dockerfile} is outside the "
+                                     f"context {app.build.context}; the Docker engine and ACR Tasks need it inside")
+        build_args = {"SHIPBOT_RELEASE_ID": request.release_id or "", "SHIPBOT_GIT_COMMIT": request.git_commit or "",
+                      "SHIPBOT_MODEL_NAME": request.model_name, "SHIPBOT_MODEL_VERSION": request.model_version,
+                      "SHIPBOT_MODEL_SHA256": model_sha256}
+        labels = {"org.opencontainers.image.revision": request.git_commit or "",
+                  "org.opencontainers.image.source": request.source_url or "",
+                  "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  "dev.shipbot.model.name": request.model_name, "dev.shipbot.model.version": request.model_version,
+                  "dev.shipbot.model.sha256": model_sha256, "dev.shipbot.release.id": request.release_id or "",
+                  "dev.shipbot.build.id": build_id}
+        started = time.perf_counter()
+        with tempfile.TemporaryFile() as context:
+            buildcontext.write_app(context, context=context_dir, model=request.model_dir,
+                                   model_path=app.build.model_path)
+            context.seek(0)
+            self._build(context, image, build_args, dockerfile=dockerfile.relative_to(context_dir).as_posix(),
+                        target=app.build.target, labels=labels)
+        built = time.perf_counter()
+        digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
+        return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
+                          model_sha256=model_sha256, build_seconds=built - started,
+                          push_seconds=time.perf_counter() - built)
+
     def _retrying(self, what: str, call):
         """`call()`, again after a TransientError until `retry_seconds` have passed (then that error)."""
         def note(state: tenacity.RetryCallState) -> None:
@@ -230,11 +269,12 @@ class DockerBuilder:
             retry=tenacity.retry_if_exception_type(errors.TransientError), sleep=self._sleep, reraise=True,
             before_sleep=note)(call)
 
-    def _build(self, context: object, image: str, build_args: dict[str, str]) -> None:
+    def _build(self, context: object, image: str, build_args: dict[str, str], *, dockerfile: str = DOCKERFILE,
+               target: str | None = None, labels: dict[str, str] | None = None) -> None:
         try:
-            self.client.images.build(fileobj=context, custom_context=True, dockerfile=DOCKERFILE,
+            self.client.images.build(fileobj=context, custom_context=True, dockerfile=dockerfile,
                                      tag=image, buildargs=build_args, rm=True, forcerm=True,
-                                     nocache=not self.use_cache)
+                                     nocache=not self.use_cache, target=target, labels=labels)
         except docker.errors.BuildError as e:
             lines = [chunk.get("stream", "") or chunk.get("error", "") for chunk in e.build_log]
             tail = "".join(lines).splitlines()[-LOG_TAIL_LINES:]
