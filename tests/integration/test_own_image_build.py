@@ -1,6 +1,7 @@
 """An app with its own Dockerfile (shipbot.toml [build]) built by DockerBuilder on the real engine and registry:
 the model lands at model_path, the SHIPBOT_* build args reach the Dockerfile that declares them, the image carries
-ShipBot's labels, and a bad manifest fails the build with file, key and line, pushing nothing."""
+ShipBot's labels and its [smoke] contract, which the smoke test and the local deployer follow (its port, its
+readiness and identity routes); a bad manifest fails the build with file, key and line, pushing nothing."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared import buildcontext, errors, ports
+from shared.adapters.local import containers
+from shared.adapters.local.deployer import DockerDeployer
 from shared.adapters.local.docker_builder import DockerBuilder
 from shared.adapters.local.git_source import GitSource
 from shared.adapters.local.registry import DistributionRegistry
+from shared.adapters.local.smoke import DockerSmokeRunner
 from shared.releases import Model
 from tests import localstack
 
@@ -103,3 +108,101 @@ def test_a_bad_manifest_fails_the_build_with_file_key_and_line_and_pushes_nothin
     assert build.error == "shipbot.toml, [build] kontext (line 3): unknown key"
     with pytest.raises(errors.NotFound):
         DistributionRegistry(host=localstack.REGISTRY).get_image(REPOSITORY, request.tag)
+
+
+SERVE = """\
+import json, os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+RELEASE = os.environ.get("IDENTITY", os.environ.get("RELEASE_ID"))
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        routes = {"/healthcheck": {"ok": True}, "/about": {"running": RELEASE}}
+        self.send(200, routes[self.path]) if self.path in routes else self.send(404, {})
+
+    def do_POST(self):
+        sample = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.send(200, {"result": [os.path.getsize("weights/model.joblib")], "rows": len(sample["data"])})
+
+    def send(self, code, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+SERVING_MANIFEST = """\
+[build]
+dockerfile = "docker/Dockerfile"
+context = "docker"
+model_path = "weights/"
+
+[smoke]
+ready_path = "/healthcheck"
+identity_path = "/about"
+expect_keys = ["result", "rows"]
+"""
+
+
+def serving_app(tmp_path: Path, *, dockerfile_env: str = "") -> tuple[Path, str]:
+    repo, _ = own_app(tmp_path, SERVING_MANIFEST)
+    (repo / "docker" / "serve.py").write_text(SERVE)
+    if dockerfile_env:
+        (repo / "docker" / "Dockerfile").write_text(DOCKERFILE.replace("WORKDIR /app", f"ENV {dockerfile_env}\nWORKDIR /app"))
+    for args in (["add", "-A"], ["commit", "-q", "-m", "serve"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=localstack.GIT_ENV)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
+                         env=localstack.GIT_ENV).stdout.strip()
+    return repo, sha
+
+
+def built(builder, models, model, repo: Path, commit: str) -> tuple[str, ports.BuildRequest]:
+    request = request_for(commit, model)
+    build = builder.wait(builder.begin_build(request, GitSource(repo=repo), models), timeout=600)
+    assert build.state is ports.BuildState.SUCCEEDED, build.error
+    return f"{request.repository}@{build.digest}", request
+
+
+def test_the_smoke_test_and_the_deployer_follow_the_apps_own_contract(builder, model_inputs, tmp_path):
+    _, model, models = model_inputs
+    repo, commit = serving_app(tmp_path)
+    ref, request = built(builder, models, model, repo, commit)
+    expected = ports.Expectation(request.release_id, commit=commit)
+
+    verdict = DockerSmokeRunner(client=localstack.docker_client(), budget_seconds=60,
+                                name_prefix="shipbot-test-own-smoke").run(ref, expected)
+    assert (verdict.passed, verdict.reason) == (True, "")
+
+    name = f"shipbot-test-own-{uuid.uuid4().hex[:6]}"
+    deployer = DockerDeployer(client=localstack.docker_client(), ports={"staging": free_port()}, name_prefix=name,
+                              verify_seconds=60)
+    try:
+        rollout = deployer.deploy("staging", ref, expected)
+        assert (rollout.passed, rollout.reason) == (True, "")
+        assert httpx.get(f"{deployer.url('staging')}/about", timeout=5).json() == {"running": request.release_id}
+    finally:
+        containers.remove(localstack.docker_client(), f"{name}-staging")
+
+
+def test_an_app_whose_identity_route_names_another_release_fails_its_smoke_test(builder, model_inputs, tmp_path):
+    _, model, models = model_inputs
+    repo, commit = serving_app(tmp_path, dockerfile_env="IDENTITY=r-someone-else")
+    ref, request = built(builder, models, model, repo, commit)
+
+    verdict = DockerSmokeRunner(client=localstack.docker_client(), budget_seconds=60,
+                                name_prefix="shipbot-test-own-smoke").run(ref, ports.Expectation(request.release_id))
+    assert not verdict.passed
+    assert verdict.reason == f"/about names neither the release {request.release_id} nor the commit None"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

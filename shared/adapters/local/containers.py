@@ -1,16 +1,23 @@
 """Running a release image as a container on the local Docker engine, and waiting for it to be ready.
 
-Environments and smoke tests are containers here (Deployments on AKS in Azure). A container publishes
-model_api's port on 127.0.0.1 only. The helpers below are what DockerSmokeRunner and DockerDeployer share:
-create a container, find its port, read a file out of it, wait for /readyz, check /version.
+Environments and smoke tests are containers here (Deployments on AKS in Azure). A container publishes its
+app's port on 127.0.0.1 only. The helpers below are what DockerSmokeRunner and DockerDeployer share:
+create a container, find its port, read a file out of it, wait until it is ready, check its identity.
+
+Which port, which paths: the image's smoke contract, the label `dev.shipbot.contract` that the builder writes
+from shipbot.toml's [smoke] (an own-image app); an image without it (model_api, a foreign image) gets
+model_api's contract: port 5001, /readyz, /version, the sample files in its model folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import tarfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import docker
 import docker.errors
@@ -22,6 +29,42 @@ from docker.models.containers import Container
 from shared import ports
 
 MODEL_API_PORT = 5001
+CONTRACT_LABEL = "dev.shipbot.contract"
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """How to check a running image (shipbot.toml [smoke], as the image's label carries it)."""
+
+    port: int = MODEL_API_PORT
+    ready_path: str = "/readyz"
+    identity_path: str | None = "/version"  # None: the image is identified by the digest that runs
+    score_path: str = "/score"
+    request: Any = None                     # the sample request (JSON); None: the model folder's file
+    expect_status: int = 200
+    expect_json: Any = None                 # what must come back; None: the model folder's file, if any
+    tolerance: float = 1e-6
+    expect_keys: tuple[str, ...] = ()
+    own: bool = False                       # from the image's label (else model_api's defaults)
+
+    @classmethod
+    def of_labels(cls, labels: dict[str, str] | None) -> Contract:
+        raw = (labels or {}).get(CONTRACT_LABEL)
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            fields = {f.name for f in dataclasses.fields(cls)} - {"own"}
+            known = {k: (tuple(v) if k == "expect_keys" else v) for k, v in doc.items() if k in fields}
+            return cls(**known, own=True)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the image's {CONTRACT_LABEL} label is unusable: {e}") from None
+
+    @classmethod
+    def of(cls, container: Container) -> Contract:
+        return cls.of_labels(container.attrs.get("Config", {}).get("Labels"))
 
 
 class NotReady(Exception):
@@ -79,14 +122,15 @@ def create_model_api(client: docker.DockerClient, image_ref: str, *, name: str, 
     engine lacks it (docker.errors.NotFound when the registry lacks it too). host_port None lets the engine
     pick a free port on 127.0.0.1 (read it with `host_port` once started): no race with other users."""
     remove(client, name)
-    published = {f"{MODEL_API_PORT}/tcp": ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)}
+    try:
+        image = client.images.get(image_ref)
+    except docker.errors.ImageNotFound:
+        image = client.images.pull(image_ref)  # by digest: what was tested is what runs
+    port = Contract.of_labels(image.labels).port
+    published = {f"{port}/tcp": ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)}
     options = {"name": name, "detach": True, "labels": labels or {}, "environment": environment or {},
                "ports": published, "restart_policy": {"Name": "unless-stopped"} if restart else None}
-    try:
-        return client.containers.create(image_ref, **options)
-    except docker.errors.ImageNotFound:
-        client.images.pull(image_ref)  # by digest: what was tested is what runs
-        return client.containers.create(image_ref, **options)
+    return client.containers.create(image_ref, **options)
 
 
 def start(container: Container) -> str:
@@ -101,11 +145,12 @@ def start(container: Container) -> str:
 
 def host_port(container: Container) -> int:
     container.reload()
-    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{MODEL_API_PORT}/tcp") or []
+    port = Contract.of(container).port
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
     for binding in bindings:
         if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and binding.get("HostPort"):
             return int(binding["HostPort"])
-    raise RuntimeError(f"container {container.name} publishes no port for {MODEL_API_PORT}/tcp")
+    raise RuntimeError(f"container {container.name} publishes no port for {port}/tcp")
 
 
 def log_tail(container: Container, lines: int = LOG_LINES) -> str:
@@ -139,18 +184,20 @@ def read_file(container: Container, path: str, *, max_bytes: int = 10 << 20) -> 
 
 def await_ready(container: Container, base_url: str, *, deadline: float, budget_seconds: float,
                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll GET /readyz until 200 or `deadline` (a `clock` reading). Gives up at once when the container
-    exits or model_api reports that its model failed to load (that state is final). Returns a reason, or ""."""
+    """Poll the contract's readiness path (model_api's /readyz) until 200 or `deadline` (a `clock` reading).
+    Gives up at once when the container exits or model_api reports that its model failed to load (that state
+    is final). Returns a reason, or ""."""
+    path = Contract.of(container).ready_path
     last = "no answer"
     with httpx.Client(timeout=2) as http:
         while True:
             container.reload()
             if container.status in ("exited", "dead"):
                 code = container.attrs.get("State", {}).get("ExitCode")
-                return (f"the container exited (code {code}) before /readyz answered 200; last log lines:\n"
+                return (f"the container exited (code {code}) before {path} answered 200; last log lines:\n"
                         f"{log_tail(container)}")
             try:
-                response = http.get(f"{base_url}/readyz")
+                response = http.get(f"{base_url}{path}")
             except httpx.TransportError:
                 pass
             else:
@@ -159,26 +206,35 @@ def await_ready(container: Container, base_url: str, *, deadline: float, budget_
                 last = f"{response.status_code} {short(response.text)}"
                 state = _json(response).get("status")
                 if state == "failed":
-                    return f"/readyz reports the model failed to load: {short(str(_json(response).get('error')))}"
+                    return f"{path} reports the model failed to load: {short(str(_json(response).get('error')))}"
             if clock() >= deadline:
-                return f"/readyz did not answer 200 within {budget_seconds:g} s (last answer: {last})"
+                return f"{path} did not answer 200 within {budget_seconds:g} s (last answer: {last})"
             sleep(POLL_SECONDS)
 
 
-def check_version(base_url: str, expected: ports.Expectation, *, timeout: float) -> str:
-    """GET /version and compare it with `expected`. Returns a reason naming the first mismatch, or ""."""
+def check_version(base_url: str, expected: ports.Expectation, *, timeout: float, path: str | None = "/version",
+                  loose: bool = False) -> str:
+    """GET the identity path (model_api's /version) and compare it with `expected`. Returns a reason naming the
+    first mismatch, or "". No path (an app without an identity route): "", the digest that runs identifies it."""
+    if path is None:
+        return ""
     try:
-        response = httpx.get(f"{base_url}/version", timeout=max(timeout, 0.1))
+        response = httpx.get(f"{base_url}{path}", timeout=max(timeout, 0.1))
     except httpx.HTTPError as e:
-        return f"/version did not answer: {type(e).__name__}"
+        return f"{path} did not answer: {type(e).__name__}"
     if response.status_code != 200:
-        return f"/version answered {response.status_code}: {short(response.text)}"
+        return f"{path} answered {response.status_code}: {short(response.text)}"
     version = _json(response)
+    if loose:  # an app's own identity route: its JSON names the release id or the commit, under any key
+        wanted = {expected.release_id, expected.commit} - {None}
+        if wanted and not wanted & {v for v in version.values() if isinstance(v, str)}:
+            return f"{path} names neither the release {expected.release_id} nor the commit {expected.commit}"
+        return ""
     checks = [("release", "release_id", expected.release_id), ("model sha256", "model_sha256", expected.model_sha256),
               ("commit", "git_commit", expected.commit)]
     for what, field, wanted in checks:
         if wanted is not None and version.get(field) != wanted:
-            return f"/version reports {what} {version.get(field)}, expected {wanted}"
+            return f"{path} reports {what} {version.get(field)}, expected {wanted}"
     return ""
 
 

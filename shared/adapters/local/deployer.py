@@ -76,7 +76,7 @@ class DockerDeployer:
         current = self._find(name)
         previous = (current.labels.get("dev.shipbot.ref"), current.labels.get("dev.shipbot.release", "")) \
             if current is not None and current.status in SERVING else (None, "")
-        if previous[0] == ref and not containers.check_version(url, expected, timeout=5):
+        if previous[0] == ref and not _identify(current, url, expected, timeout=5):
             step("verify")
             return verdict()
         still = f"{environment} still runs {previous[0] or 'nothing'}"
@@ -95,7 +95,7 @@ class DockerDeployer:
             step("ready")
             if reason:
                 return verdict(f"{ref} did not become ready: {reason}; {still}")
-            reason = containers.check_version(rehearsal_url, expected, timeout=10)
+            reason = _identify(rehearsal, rehearsal_url, expected, timeout=10)
             step("verify")
             if reason:
                 return verdict(f"{reason}; {still}")
@@ -130,7 +130,7 @@ class DockerDeployer:
         reason = containers.await_ready(container, url, deadline=self.clock() + self.verify_seconds,
                                         budget_seconds=self.verify_seconds, clock=self.clock)
         if not reason and expected.release_id:
-            reason = containers.check_version(url, expected, timeout=10)
+            reason = _identify(container, url, expected, timeout=10)
         return reason
 
     def _roll_back(self, environment: str, previous: tuple[str | None, str]) -> str:
@@ -182,3 +182,9 @@ def _remove(container: Container) -> None:
 
 def _explain(e: Exception) -> str:
     return containers.short(str(getattr(e, "explanation", None) or e))
+
+
+def _identify(container: Container, url: str, expected: ports.Expectation, *, timeout: float) -> str:
+    """Its identity route (the image's contract; model_api's /version) names the expected release."""
+    contract = containers.Contract.of(container)
+    return containers.check_version(url, expected, timeout=timeout, path=contract.identity_path, loose=contract.own)

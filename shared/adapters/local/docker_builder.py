@@ -20,6 +20,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import json
 import logging
 import tempfile
 import threading
@@ -32,8 +33,10 @@ import docker.errors
 import tenacity
 
 from shared import buildcontext, errors, manifest, modelfiles, ports
+from shared.adapters.local.containers import CONTRACT_LABEL
 
 LOG_TAIL_LINES = 30
+MAX_CONTRACT_BYTES = 256 << 10
 DOCKERFILE = "model_api/Dockerfile"
 KEPT_BUILDS = 200  # finished builds remembered for get_build; older ones read as UNKNOWN
 log = logging.getLogger(__name__)
@@ -243,7 +246,8 @@ class DockerBuilder:
                   "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   "dev.shipbot.model.name": request.model_name, "dev.shipbot.model.version": request.model_version,
                   "dev.shipbot.model.sha256": model_sha256, "dev.shipbot.release.id": request.release_id or "",
-                  "dev.shipbot.build.id": build_id}
+                  "dev.shipbot.build.id": build_id,
+                  CONTRACT_LABEL: smoke_label(app, repo=request.source, model_dir=request.model_dir)}
         started = time.perf_counter()
         with tempfile.TemporaryFile() as context:
             buildcontext.write_app(context, context=context_dir, model=request.model_dir,
@@ -294,6 +298,33 @@ class DockerBuilder:
         if not digest:
             raise errors.TransientError(f"push of {repository}:{tag} reported no digest")
         return digest
+
+
+def smoke_label(app: manifest.Manifest, *, repo: Path, model_dir: Path) -> str:
+    """The image's smoke contract, as its label: [smoke] with the sample request and the expected answer
+    inline, so the smoke test and every rollout check need nothing but the image."""
+    smoke = app.smoke
+
+    def sample(name: str, key: str) -> object:
+        for folder in (repo, model_dir):  # the repository's file first, then the model's
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                try:
+                    return json.loads(path.read_text(encoding="utf-8"))
+                except ValueError as e:
+                    raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is not JSON: {e}") from None
+        raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is neither in the repository nor in the "
+                                 "model's folder")
+
+    doc = {"port": smoke.port, "ready_path": smoke.ready_path, "identity_path": smoke.identity_path,
+           "score_path": smoke.score_path, "request": sample(smoke.request, "request"),
+           "expect_status": smoke.expect_status, "tolerance": smoke.tolerance, "expect_keys": smoke.expect_keys,
+           "expect_json": sample(smoke.expect_json, "expect_json") if smoke.expect_json else None}
+    text = json.dumps(doc, separators=(",", ":"))
+    if len(text) > MAX_CONTRACT_BYTES:
+        raise errors.BuildFailed(f"{app.source}: the sample request and answer take {len(text)} bytes; the "
+                                 f"image label that carries them holds {MAX_CONTRACT_BYTES}")
+    return text
 
 
 def _new_build_id() -> str:

@@ -68,8 +68,11 @@ class DockerSmokeRunner:
         try:
             container = self._create(ref, name, expected)
             try:
-                sample = json.loads(containers.read_file(container, f"{MODEL_DIR}/{REQUEST_FILE}"))
-                wanted = json.loads(containers.read_file(container, f"{MODEL_DIR}/{RESPONSE_FILE}"))
+                contract = containers.Contract.of(container)
+                sample, wanted = contract.request, contract.expect_json
+                if not contract.own:  # model_api: the sample files travel in its model folder
+                    sample = json.loads(containers.read_file(container, f"{MODEL_DIR}/{REQUEST_FILE}"))
+                    wanted = json.loads(containers.read_file(container, f"{MODEL_DIR}/{RESPONSE_FILE}"))
             except FileNotFoundError as e:
                 return verdict(f"the image has no {e}: nothing to smoke-test with")
             except ValueError as e:
@@ -86,12 +89,13 @@ class DockerSmokeRunner:
             if reason:
                 return verdict(reason)
 
-            reason = containers.check_version(base_url, expected, timeout=min(10.0, deadline - self.clock()))
+            reason = containers.check_version(base_url, expected, timeout=min(10.0, deadline - self.clock()),
+                                              path=contract.identity_path, loose=contract.own)
             step("version")
             if reason:
                 return verdict(reason)
 
-            reason = self._score(base_url, sample, wanted, timeout=deadline - self.clock())
+            reason = self._score(base_url, contract, sample, wanted, timeout=deadline - self.clock())
             step("score")
             return verdict(reason)
         except containers.ENGINE_ERRORS as e:
@@ -109,31 +113,41 @@ class DockerSmokeRunner:
         except docker.errors.NotFound:
             raise errors.NotFound(f"image {ref} is not in the registry") from None
 
-    def _score(self, base_url: str, sample: Any, wanted: Any, *, timeout: float) -> str:
+    def _score(self, base_url: str, contract: containers.Contract, sample: Any, wanted: Any, *,
+               timeout: float) -> str:
+        what = f"POST {contract.score_path}"
         if timeout <= 0:
-            return f"no time left for POST /score within {self.budget_seconds:g} s"
+            return f"no time left for {what} within {self.budget_seconds:g} s"
         try:
-            response = httpx.post(f"{base_url}/score", json=sample, timeout=timeout)
+            response = httpx.post(f"{base_url}{contract.score_path}", json=sample, timeout=timeout)
         except httpx.HTTPError as e:
-            return f"POST /score did not answer: {type(e).__name__}"
-        if response.status_code != 200:
-            return f"POST /score answered {response.status_code}: {containers.short(response.text)}"
+            return f"{what} did not answer: {type(e).__name__}"
+        if response.status_code != contract.expect_status:
+            return (f"{what} answered {response.status_code}, expected {contract.expect_status}: "
+                    f"{containers.short(response.text)}")
+        if wanted is None and not contract.expect_keys:
+            return ""
         try:
             scored = response.json()
         except ValueError:
-            return f"POST /score answered something that is not JSON: {containers.short(response.text)}"
-        difference = first_difference(scored, wanted)
+            return f"{what} answered something that is not JSON: {containers.short(response.text)}"
+        missing = [key for key in contract.expect_keys if not isinstance(scored, dict) or key not in scored]
+        if missing:
+            return f"{what} answered without {', '.join(repr(k) for k in missing)}"
+        if wanted is None:
+            return ""
+        difference = first_difference(scored, wanted, rel_tol=contract.tolerance)
         return f"score differs from {RESPONSE_FILE} at {difference}" if difference else ""
 
 
-def first_difference(got: Any, wanted: Any, path: str = "") -> str:
-    """Where `got` first differs from `wanted` ("" if nowhere), numbers compared within REL_TOLERANCE:
+def first_difference(got: Any, wanted: Any, path: str = "", *, rel_tol: float = REL_TOLERANCE) -> str:
+    """Where `got` first differs from `wanted` ("" if nowhere), numbers compared within `rel_tol`:
     e.g. "result[3]: 1.0 vs 2.0 expected"."""
     here = path or "the top level"
     if _is_number(wanted):
         if not _is_number(got):
             return f"{here}: {_show(got)} vs {_show(wanted)} expected"
-        if not math.isclose(got, wanted, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
+        if not math.isclose(got, wanted, rel_tol=rel_tol, abs_tol=ABS_TOLERANCE):
             return f"{here}: {_show(got)} vs {_show(wanted)} expected"
         return ""
     if isinstance(wanted, list):
@@ -142,7 +156,7 @@ def first_difference(got: Any, wanted: Any, path: str = "") -> str:
         if len(got) != len(wanted):
             return f"{here}: {len(got)} values vs {len(wanted)} expected"
         for i, (g, w) in enumerate(zip(got, wanted)):
-            if found := first_difference(g, w, f"{path}[{i}]"):
+            if found := first_difference(g, w, f"{path}[{i}]", rel_tol=rel_tol):
                 return found
         return ""
     if isinstance(wanted, dict):
@@ -151,7 +165,7 @@ def first_difference(got: Any, wanted: Any, path: str = "") -> str:
         for key, w in wanted.items():
             if key not in got:
                 return f"{here}: no {key!r}"
-            if found := first_difference(got[key], w, f"{path}.{key}" if path else key):
+            if found := first_difference(got[key], w, f"{path}.{key}" if path else key, rel_tol=rel_tol):
                 return found
         return ""
     return "" if got == wanted else f"{here}: {_show(got)} vs {_show(wanted)} expected"
