@@ -16,6 +16,8 @@ paths against the checkout: relative, inside the repository, not a symlink out o
 ManifestError naming the file, the key and its line, which fails the release and nothing else.
 `Manifest.fingerprint(repo_root)` hashes the effective manifest and, for the own-image shape, the
 Dockerfile: it goes into the release's recipe, so that a commit changing either makes a new release.
+`pip_requirements(repo_root, serve)` turns a score.py app's requirements (a requirements.txt, or an Azure ML
+/ conda environment file) into what pip installs, refusing an entry pip cannot install by name.
 
 Reads files under the repository; no network.
 """
@@ -188,6 +190,46 @@ def _inside(repo_root: Path, value: str, loc: tuple[str, ...]) -> Path:
     if path != root and root not in path.parents:
         raise ManifestError(f"{value} leads out of the repository (a symlink?)")
     return path
+
+
+# A conda dependency pip can install too: a name, optionally `=version` (conda's pin) or a pip-style specifier.
+_CONDA_PLAIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:=\s*([A-Za-z0-9.*+!_-]+)|((?:==|>=|<=|~=|!=|<|>)\s*\S+))?")
+_NOT_PACKAGES = {"python", "pip"}  # the image brings its own
+
+
+def pip_requirements(repo_root: Path, serve: Serve) -> list[str]:
+    """The pip requirements of a score.py app: a requirements.txt as written, or an environment file's
+    `dependencies` (plain `name` / `name=version` entries) and its `pip:` list. ManifestError names an entry
+    that pip cannot install (a channel-qualified or build-pinned conda package, a nested list)."""
+    if serve.requirements is None:
+        return []
+    path = _inside(repo_root, serve.requirements, ("serve", "requirements"))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() not in (".yml", ".yaml"):
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    import yaml  # here: only a score.py app with an environment file needs it
+
+    where = f"{FILE}, [serve] requirements: {serve.requirements}"
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{where} is not YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("dependencies", []), list):
+        raise ManifestError(f"{where}: expected a conda environment with a `dependencies` list")
+    out: list[str] = []
+    for entry in doc.get("dependencies", []):
+        if isinstance(entry, dict) and set(entry) == {"pip"} and isinstance(entry["pip"], list):
+            out += [str(item).strip() for item in entry["pip"] if str(item).strip()]
+            continue
+        match = _CONDA_PLAIN.fullmatch(str(entry).strip()) if isinstance(entry, str) else None
+        if match is None:
+            raise ManifestError(f"{where}: dependency {entry!r} is not one pip can install (use a plain "
+                                "`name` or `name=version`, or list it under `pip:`)")
+        name, conda_pin, specifier = match.groups()
+        if name.lower() in _NOT_PACKAGES:
+            continue
+        out.append(f"{name}=={conda_pin}" if conda_pin else f"{name}{specifier or ''}")
+    return out
 
 
 _EXPOSE = re.compile(r"^\s*EXPOSE\s+(\d+)", re.IGNORECASE | re.MULTILINE)

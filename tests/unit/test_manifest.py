@@ -119,3 +119,50 @@ def test_the_fingerprint_changes_with_the_manifest_and_the_dockerfile_and_nothin
     assert second != first
     (root / "shipbot.toml").write_text("[build]\n[smoke]\nready_path = '/healthcheck'\n")
     assert manifest.load(root).fingerprint(root) not in (first, second)
+
+
+SCORE = {"score.py": "def init(): ...\ndef run(data): ...\n"}
+
+
+def serve(tmp_path, requirements_name: str, text: str):
+    root = repo(tmp_path, {**SCORE, requirements_name: text,
+                           "shipbot.toml": f"[serve]\nentry_script = 'score.py'\nrequirements = '{requirements_name}'\n"})
+    return root, manifest.load(root).serve
+
+
+def test_a_requirements_txt_is_installed_as_written(tmp_path):
+    root, spec = serve(tmp_path, "requirements.txt", "# pinned\nscikit-learn==1.5.2\n\njoblib>=1.3\n")
+    assert manifest.pip_requirements(root, spec) == ["scikit-learn==1.5.2", "joblib>=1.3"]
+
+
+def test_an_azure_ml_environment_file_gives_its_plain_conda_entries_and_its_pip_list(tmp_path):
+    root, spec = serve(tmp_path, "conda_dependencies.yml", """\
+name: diabetes_regression_scoring_env
+channels: [defaults]
+dependencies:
+  - python=3.8.5
+  - numpy=1.19.5
+  - scikit-learn
+  - pip
+  - pip:
+      - azureml-defaults==1.38.0
+      - inference-schema[numpy-support]==1.3.0
+""")
+    assert manifest.pip_requirements(root, spec) == [
+        "numpy==1.19.5", "scikit-learn", "azureml-defaults==1.38.0", "inference-schema[numpy-support]==1.3.0"]
+
+
+@pytest.mark.parametrize("entry", ["conda-forge::lightgbm", "numpy=1.19.5=py38h7e4f40d_0", "[nested]"])
+def test_a_conda_entry_pip_cannot_install_is_refused_by_name(tmp_path, entry):
+    root, spec = serve(tmp_path, "env.yml", f"dependencies:\n  - {entry}\n")
+    with pytest.raises(ManifestError, match=r"\[serve\] requirements: env.yml: dependency .* is not one pip"):
+        manifest.pip_requirements(root, spec)
+
+
+def test_an_environment_file_that_is_not_yaml_or_not_conda_is_refused(tmp_path):
+    root, spec = serve(tmp_path, "env.yml", "dependencies: [unclosed\n")
+    with pytest.raises(ManifestError, match="is not YAML"):
+        manifest.pip_requirements(root, spec)
+    root2, spec2 = serve(tmp_path / "b", "env.yml", "dependencies: numpy\n")
+    with pytest.raises(ManifestError, match="expected a conda environment"):
+        manifest.pip_requirements(root2, spec2)
