@@ -5,6 +5,9 @@
     model_api/    the scoring service, from the release's source
     model/        the model folder: model file, sample-request.json, sample-response.json
 
+`write_score` (shipbot.toml [serve]): ShipBot's model_api/ around the app's score.py, which goes in as app/
+with its requirements installed on top, as Azure ML serves an entry script.
+
 `write_app` (an app with its own Dockerfile, shipbot.toml [build]): the app's context folder as the
 repository holds it, with the model version's folder at its `model_path` (replacing what the repository
 has there), so the app's Dockerfile COPYs it like any other file.
@@ -17,6 +20,7 @@ whole into memory.
 from __future__ import annotations
 
 import hashlib
+import io
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -31,6 +35,22 @@ def write(out: BinaryIO, *, source: Path, model: Path) -> None:
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_tree(tar, source / "model_api", "model_api")
         _add_tree(tar, model, "model")
+
+
+def write_score(out: BinaryIO, *, model_api: Path, app: Path, model: Path, dockerfile: str,
+                requirements: list[str]) -> None:
+    """Write the context of a score.py app: ShipBot's model_api/, the app's repository as app/, the model as
+    model/, and under shipbot/ the Dockerfile and the app's pip requirements ShipBot generated."""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_tree(tar, model_api, "model_api")
+        _add_tree(tar, app, "app")
+        _add_tree(tar, model, "model")
+        for name, text in (("shipbot/Dockerfile", dockerfile),
+                           ("shipbot/app-requirements.txt", "".join(f"{line}\n" for line in requirements))):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
 
 
 def write_app(out: BinaryIO, *, context: Path, model: Path, model_path: str) -> None:

@@ -36,6 +36,18 @@ from shared import buildcontext, errors, manifest, modelfiles, ports
 from shared.adapters.local.containers import CONTRACT_LABEL
 
 LOG_TAIL_LINES = 30
+MODEL_API = Path(__file__).resolve().parents[3] / "model_api"  # ShipBot's own, as data: never imported
+SCORE_DOCKERFILE = "shipbot/Dockerfile"
+# What goes on top of model_api's Dockerfile for a score.py app: its requirements, its tree, its entry script.
+SCORE_LAYERS = """
+# -- shipbot.toml [serve]: the app's score.py, served by model_api ----------------------------------------------
+USER root
+COPY shipbot/app-requirements.txt /tmp/app-requirements.txt
+RUN if [ -s /tmp/app-requirements.txt ]; then pip install --no-cache-dir -r /tmp/app-requirements.txt; fi
+COPY app/ /var/azureml-app/app/
+ENV AZUREML_ENTRY_SCRIPT=/var/azureml-app/app/{entry_script}
+USER model-api
+"""
 MAX_CONTRACT_BYTES = 256 << 10
 DOCKERFILE = "model_api/Dockerfile"
 KEPT_BUILDS = 200  # finished builds remembered for get_build; older ones read as UNKNOWN
@@ -205,9 +217,6 @@ class DockerBuilder:
         app = manifest.load(request.source)  # a ManifestError fails the build with file, key and line
         if app.shape == "image":
             return self._build_app(request, app, image, build_id, model_sha256)
-        if app.shape == "score":
-            raise errors.BuildFailed(f"{app.source}: the score.py shape ([serve]) is not built yet; give the app "
-                                     "a Dockerfile ([build]) or ship the model alone")
         build_args = {
             "BASE_IMAGE": self.base_image,
             "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(request.model_dir)),
@@ -219,9 +228,17 @@ class DockerBuilder:
         }
         started = time.perf_counter()
         with tempfile.TemporaryFile() as context:
-            buildcontext.write(context, source=request.source, model=request.model_dir)
+            if app.shape == "score":  # ShipBot's model_api around the app's score.py
+                assert app.serve is not None
+                buildcontext.write_score(context, model_api=MODEL_API, app=request.source, model=request.model_dir,
+                                         dockerfile=score_dockerfile(app.serve),
+                                         requirements=manifest.pip_requirements(request.source, app.serve))
+                dockerfile = SCORE_DOCKERFILE
+            else:
+                buildcontext.write(context, source=request.source, model=request.model_dir)
+                dockerfile = DOCKERFILE
             context.seek(0)
-            self._build(context, image, build_args)
+            self._build(context, image, build_args, dockerfile=dockerfile)
         built = time.perf_counter()
         digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
         return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
@@ -298,6 +315,11 @@ class DockerBuilder:
         if not digest:
             raise errors.TransientError(f"push of {repository}:{tag} reported no digest")
         return digest
+
+
+def score_dockerfile(serve: manifest.Serve) -> str:
+    """model_api's Dockerfile with the layers of a score.py app on top."""
+    return (MODEL_API / "Dockerfile").read_text() + SCORE_LAYERS.format(entry_script=serve.entry_script)
 
 
 def smoke_label(app: manifest.Manifest, *, repo: Path, model_dir: Path) -> str:
