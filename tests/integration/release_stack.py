@@ -56,6 +56,7 @@ class Bot:
     process: subprocess.Popen | None = None
     bridge: bool = True  # False: no blob watcher and no registry notifications, as if Event Grid lost them
     reconcile_schedule: str = "0 0 0 1 1 *"  # by hand (bot.fire) unless a test wants the timer
+    app: Path | None = None  # the application's tree (e.g. samples/flask-app); None: a copy of model_api
     ports: dict[str, int] = field(default_factory=lambda: {"staging": free_port(), "production": free_port()})
 
     @property
@@ -177,7 +178,10 @@ class Bot:
         for key, value in (("user.name", "Test Developer"), ("user.email", "dev@test"), ("init.defaultBranch", "main")):
             git("config", key, value, cwd=self.work)
         git("checkout", "--quiet", "-B", "main", cwd=self.work)
-        shutil.copytree(ROOT / "model_api", self.work / "model_api", ignore=shutil.ignore_patterns("__pycache__"))
+        if self.app is not None:
+            shutil.copytree(self.app, self.work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copytree(ROOT / "model_api", self.work / "model_api", ignore=shutil.ignore_patterns("__pycache__"))
 
     def commit_and_push(self, message: str, *, change: str | None = None) -> tuple[str, str]:
         """Commits the app (with `change` written to CHANGES) and pushes; returns (sha, the hook's output)."""
