@@ -72,6 +72,7 @@ def test_a_dockerfile_that_fails_gives_failed_with_the_log_tail_kept(builder, mo
 
     assert build.state is ports.BuildState.FAILED
     assert build.error.startswith("docker build of ")
+    assert "the build log ends: " in build.error and "broken-step-output" in build.error  # in the release's reason
     assert "broken-step-output" in builder.log_tail(build.build_id)
     assert build.log_url.startswith("file://")
     assert "broken-step-output" in (tmp_path / "logs" / f"{build.build_id}.log").read_text()

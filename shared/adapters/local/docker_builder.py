@@ -49,6 +49,7 @@ ENV AZUREML_ENTRY_SCRIPT=/var/azureml-app/app/{entry_script}
 USER model-api
 """
 MAX_CONTRACT_BYTES = 256 << 10
+LAST_LINES_IN_ERROR = 5
 DOCKERFILE = "model_api/Dockerfile"
 KEPT_BUILDS = 200  # finished builds remembered for get_build; older ones read as UNKNOWN
 log = logging.getLogger(__name__)
@@ -167,9 +168,14 @@ class DockerBuilder:
         except Exception as e:  # a background build reports every failure through get_build
             tail = e.log_tail if isinstance(e, errors.BuildFailed) else ""
             error = str(e) if isinstance(e, errors.ReleaseError) else f"{type(e).__name__}: {e}"
+            last = [line.strip() for line in tail.splitlines() if line.strip()][-LAST_LINES_IN_ERROR:]
+            if last:  # the release's reason says what broke, not only that something did
+                error = f"{error}; the build log ends: {' | '.join(last)}"
             if not isinstance(e, errors.ReleaseError):
                 log.exception("build crashed", extra={"build_id": build_id, "release_id": request.release_id})
-            outcome = ports.Build(build_id, ports.BuildState.FAILED, error=error[:500],
+            if len(error) > 1000:  # keep what failed (the head) and how the log ends (the tail)
+                error = f"{error[:400]} … {error[-590:]}"
+            outcome = ports.Build(build_id, ports.BuildState.FAILED, error=error,
                                   log_url=self._write_log(build_id, f"{error}\n{tail}"))
             with self._lock:
                 self._log_tails[build_id] = tail
