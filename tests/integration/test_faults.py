@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -52,11 +51,8 @@ def bot(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    subprocess.run([sys.executable, str(ROOT / "samples/diabetes/train.py"), str(folder), "--alpha", "0.7"],
-                   check=True, capture_output=True)
-    return folder
+def model(train_model) -> Path:
+    return train_model(0.7)
 
 
 def planned(bot: Bot, model: Path) -> dict:

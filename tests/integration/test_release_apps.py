@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -29,11 +28,8 @@ def stack_daemons():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    subprocess.run([sys.executable, str(ROOT / "samples/diabetes/train.py"), str(folder), "--alpha", "0.9"],
-                   check=True, capture_output=True)
-    return folder
+def model(train_model) -> Path:
+    return train_model(0.9)
 
 
 def about(bot: Bot, environment: str) -> dict:
