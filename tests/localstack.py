@@ -111,11 +111,18 @@ def app_repository(root: Path, *, dockerfile: str | None = None) -> tuple[Path, 
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
     if dockerfile is not None:
         (repo / "model_api" / "Dockerfile").write_text(dockerfile)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "app"]):
+    return repo, commit_tree(repo)
+
+
+def commit_tree(repo: Path, message: str = "app") -> str:
+    """Commits everything under `repo` (a git repository made on first use, branch main); the new head sha."""
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "-C", str(repo), "init", "-q", "-b", "main"], check=True, capture_output=True,
+                       env=GIT_ENV)
+    for args in (["add", "-A"], ["commit", "-q", "-m", message]):
         subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=GIT_ENV)
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
-                         env=GIT_ENV).stdout.strip()
-    return repo, sha
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
+                          env=GIT_ENV).stdout.strip()
 
 
 class FolderModels:

@@ -5,7 +5,6 @@ readiness and identity routes); a bad manifest fails the build with file, key an
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,11 +46,7 @@ def own_app(root: Path, manifest: str) -> tuple[Path, str]:
     (repo / "docker" / "weights").mkdir()
     (repo / "docker" / "weights" / "stale.joblib").write_text("the repository's own copy, replaced by the model")
     (repo / "shipbot.toml").write_text(manifest)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "app"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=localstack.GIT_ENV)
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
-                         env=localstack.GIT_ENV).stdout.strip()
-    return repo, sha
+    return repo, localstack.commit_tree(repo)
 
 
 @pytest.fixture
@@ -155,11 +150,7 @@ def serving_app(tmp_path: Path, *, dockerfile_env: str = "") -> tuple[Path, str]
     (repo / "docker" / "serve.py").write_text(SERVE)
     if dockerfile_env:
         (repo / "docker" / "Dockerfile").write_text(DOCKERFILE.replace("WORKDIR /app", f"ENV {dockerfile_env}\nWORKDIR /app"))
-    for args in (["add", "-A"], ["commit", "-q", "-m", "serve"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=localstack.GIT_ENV)
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
-                         env=localstack.GIT_ENV).stdout.strip()
-    return repo, sha
+    return repo, localstack.commit_tree(repo, "serve")
 
 
 def built(builder, models, model, repo: Path, commit: str) -> tuple[str, ports.BuildRequest]:

@@ -4,7 +4,6 @@ DockerBuilder on the real engine around ShipBot's model_api, and smoke-tested as
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -58,11 +57,7 @@ def score_app(root: Path) -> tuple[Path, str]:
     (repo / "conda_dependencies.yml").write_text(ENVIRONMENT)
     (repo / "shipbot.toml").write_text('[serve]\nentry_script = "scoring/score.py"\n'
                                        'requirements = "conda_dependencies.yml"\n')
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "app"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=localstack.GIT_ENV)
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
-                         env=localstack.GIT_ENV).stdout.strip()
-    return repo, sha
+    return repo, localstack.commit_tree(repo)
 
 
 def test_a_score_py_app_is_built_around_model_api_and_passes_its_smoke_test(tmp_path):

@@ -26,7 +26,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import docker
 import docker.errors
@@ -221,8 +223,23 @@ class DockerBuilder:
         build_id = build_id or _new_build_id()
         image = f"{request.repository}:{request.tag}"
         app = manifest.load(request.source)  # a ManifestError fails the build with file, key and line
-        if app.shape == "image":
-            return self._build_app(request, app, image, build_id, model_sha256)
+        plan = (self._plan_app if app.shape == "image" else self._plan_model_api)(
+            request, app, image=image, build_id=build_id, model_sha256=model_sha256)
+        started = time.perf_counter()
+        with tempfile.TemporaryFile() as context:
+            plan.write(context)
+            context.seek(0)
+            self._build(context, image, plan.build_args, dockerfile=plan.dockerfile, target=plan.target,
+                        labels=plan.labels)
+        built = time.perf_counter()
+        digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
+        return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
+                          model_sha256=model_sha256, build_seconds=built - started,
+                          push_seconds=time.perf_counter() - built)
+
+    def _plan_model_api(self, request: BuildRequest, app: manifest.Manifest, *, image: str, build_id: str,
+                        model_sha256: str) -> _Plan:
+        """model_api around the model (the source's model_api/), or ShipBot's own around a score.py app."""
         build_args = {
             "BASE_IMAGE": self.base_image,
             "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(request.model_dir)),
@@ -232,27 +249,18 @@ class DockerBuilder:
             "RELEASE_ID": request.release_id or "",
             "CREATED": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        started = time.perf_counter()
-        with tempfile.TemporaryFile() as context:
-            if app.shape == "score":  # ShipBot's model_api around the app's score.py
-                assert app.serve is not None
-                buildcontext.write_score(context, model_api=MODEL_API, app=request.source, model=request.model_dir,
-                                         dockerfile=score_dockerfile(app.serve),
-                                         requirements=manifest.pip_requirements(request.source, app.serve))
-                dockerfile = SCORE_DOCKERFILE
-            else:
-                buildcontext.write(context, source=request.source, model=request.model_dir)
-                dockerfile = DOCKERFILE
-            context.seek(0)
-            self._build(context, image, build_args, dockerfile=dockerfile)
-        built = time.perf_counter()
-        digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
-        return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
-                          model_sha256=model_sha256, build_seconds=built - started,
-                          push_seconds=time.perf_counter() - built)
+        if app.shape == "score":
+            assert app.serve is not None
+            requirements = manifest.pip_requirements(request.source, app.serve)
+            dockerfile_text = score_dockerfile(app.serve)
+            return _Plan(lambda out: buildcontext.write_score(
+                out, model_api=MODEL_API, app=request.source, model=request.model_dir, dockerfile=dockerfile_text,
+                requirements=requirements), SCORE_DOCKERFILE, build_args)
+        return _Plan(lambda out: buildcontext.write(out, source=request.source, model=request.model_dir),
+                     DOCKERFILE, build_args)
 
-    def _build_app(self, request: BuildRequest, app: manifest.Manifest, image: str, build_id: str,
-                   model_sha256: str) -> BuiltImage:
+    def _plan_app(self, request: BuildRequest, app: manifest.Manifest, *, image: str, build_id: str,
+                  model_sha256: str) -> _Plan:
         """An app with its own Dockerfile: its context with the model at model_path, the SHIPBOT_* build args
         (a Dockerfile uses those it declares) and ShipBot's OCI labels on the image."""
         assert app.build is not None
@@ -271,18 +279,10 @@ class DockerBuilder:
                   "dev.shipbot.model.sha256": model_sha256, "dev.shipbot.release.id": request.release_id or "",
                   "dev.shipbot.build.id": build_id,
                   CONTRACT_LABEL: smoke_label(app, repo=request.source, model_dir=request.model_dir)}
-        started = time.perf_counter()
-        with tempfile.TemporaryFile() as context:
-            buildcontext.write_app(context, context=context_dir, model=request.model_dir,
-                                   model_path=app.build.model_path)
-            context.seek(0)
-            self._build(context, image, build_args, dockerfile=dockerfile.relative_to(context_dir).as_posix(),
-                        target=app.build.target, labels=labels)
-        built = time.perf_counter()
-        digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
-        return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
-                          model_sha256=model_sha256, build_seconds=built - started,
-                          push_seconds=time.perf_counter() - built)
+        model_path = app.build.model_path
+        return _Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=request.model_dir,
+                                                        model_path=model_path),
+                     dockerfile.relative_to(context_dir).as_posix(), build_args, app.build.target, labels)
 
     def _retrying(self, what: str, call):
         """`call()`, again after a TransientError until `retry_seconds` have passed (then that error)."""
@@ -321,6 +321,16 @@ class DockerBuilder:
         if not digest:
             raise errors.TransientError(f"push of {repository}:{tag} reported no digest")
         return digest
+
+
+class _Plan(NamedTuple):
+    """How one image is built: what writes its context, its Dockerfile in it, args, target and labels."""
+
+    write: Callable[[BinaryIO], None]
+    dockerfile: str
+    build_args: dict[str, str]
+    target: str | None = None
+    labels: dict[str, str] | None = None
 
 
 def score_dockerfile(serve: manifest.Serve) -> str:
