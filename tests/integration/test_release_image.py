@@ -48,8 +48,9 @@ def test_release_image_is_pushed_runs_by_digest_and_scores_like_scikit_learn(doc
     assert labels["dev.shipbot.model.sha256"] == buildcontext.sha256_file(model_dir / "model.joblib")
     assert (labels["dev.shipbot.model.name"], labels["dev.shipbot.model.version"]) == ("diabetes", "1")
 
+    # One worker: with one per CPU, a /readyz right after the first 200 can reach a worker still loading.
     container = containers.run_model_api(docker_client, built.ref, name=f"shipbot-test-{free_port}",
-                                         host_port=free_port)
+                                         host_port=free_port, environment={"MODEL_API_WORKERS": "1"})
     base = f"http://127.0.0.1:{free_port}"
     try:
         containers.wait_ready(base, timeout_s=90, container=container)

@@ -72,10 +72,11 @@ class NotReady(Exception):
 
 
 def run_model_api(client: docker.DockerClient, image_ref: str, *, name: str, host_port: int,
-                  labels: dict[str, str] | None = None) -> Container:
+                  labels: dict[str, str] | None = None, environment: dict[str, str] | None = None) -> Container:
     """Start image_ref as `name` (replacing a container of that name) with its port on 127.0.0.1:host_port."""
     remove(client, name)
     return client.containers.run(image_ref, name=name, detach=True, labels=labels or {},
+                                 environment=environment or {},
                                  ports={f"{MODEL_API_PORT}/tcp": ("127.0.0.1", host_port)})
 
 
