@@ -158,7 +158,8 @@ class _Parts:
 
         return acr_task_smoke.AcrTaskSmokeRunner(client=self.tasks_client, resource_group=self.acr["resource_group"],
                                                  registry_name=self.acr["registry_name"],
-                                                 budget_seconds=self.settings.smoke_seconds)
+                                                 budget_seconds=self.settings.smoke_seconds,
+                                                 registry=self.registry, check_image=self.settings.base_image)
 
     # -- deployer ---------------------------------------------------------------------------------------------
     def deployer(self) -> Any:
@@ -196,7 +197,10 @@ class _Parts:
         targets = {env: kubernetes_deployer.Target(namespace, cloud.deployment, cloud.container, cloud.service)
                    for env, namespace in (("staging", cloud.staging_namespace),
                                           ("production", cloud.production_namespace))}
-        return kubernetes_deployer.KubernetesDeployer(api_client=api_client, targets=targets)
+        from shared import contract
+
+        return kubernetes_deployer.KubernetesDeployer(api_client=api_client, targets=targets,
+                                                      contracts=functools.partial(contract.of_image, self.registry))
 
 
 def source(settings: Settings, parts: _Parts) -> Any:

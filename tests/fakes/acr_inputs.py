@@ -24,6 +24,18 @@ class TreeSource:
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
 
 
+class FilesSource:
+    """The Source port over a few files given as text (any sha): an app's repository without git."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+
+    def archive(self, sha: str, destination: Path) -> None:
+        for name, text in self.files.items():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            (destination / name).write_text(text)
+
+
 class BytesModels:
     """The Models port over files given as bytes, or as paths (copied in chunks, never whole in memory)."""
 

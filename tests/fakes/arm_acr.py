@@ -14,7 +14,8 @@ keys, `properties` envelopes, ARM's `{"error": {"code", "message"}}`):
 
 It checks what ARM checks that matters here: the bearer token, the api-version, the resource path, the request
 type and required fields, the run timeout's range (300..28800 s), that a build's sourceLocation was given out
-by listBuildSourceUploadUrl and uploaded, and that an encoded task is base64 YAML with steps.
+by listBuildSourceUploadUrl and uploaded, and that an encoded task is base64 YAML with steps (each an id and
+one of cmd, build, push; a task with a build step needs an uploaded sourceLocation too).
 
 What a run does is the test's choice, per run: an `Outcome` (succeed with a digest, fail with an error and a
 log, time out, never finish), applied at schedule time and revealed over the next GETs (Queued, Running, then
@@ -74,6 +75,9 @@ class StaticToken:
 
 
 # -- runs and outcomes --------------------------------------------------------------------------------------------
+STEP_KINDS = {"cmd", "build", "push"}  # what one step of a multi-step task does
+
+
 @dataclasses.dataclass
 class FakeRun:
     run_id: str
@@ -281,8 +285,12 @@ class FakeAcr:
             except (ValueError, KeyError, yaml.YAMLError):
                 steps = None
             if not isinstance(steps, list) or not steps or not all(
-                    isinstance(step, dict) and "id" in step and "cmd" in step for step in steps):
+                    isinstance(step, dict) and "id" in step and len(STEP_KINDS & step.keys()) == 1 for step in steps):
                 return _arm_error(400, "InvalidRequestContent", "encodedTaskContent is not a task with steps")
+            source = body.get("sourceLocation")
+            if any("build" in step for step in steps) and (
+                    source not in self._sources or not self.source_blob(source).exists()):
+                return _arm_error(400, "InvalidParameter", "a build step needs an uploaded sourceLocation")
         with self.lock:
             self._counter += 1
             run = FakeRun(run_id=f"cf{self._counter}", kind=kind, request=body)

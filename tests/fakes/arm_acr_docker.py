@@ -4,10 +4,14 @@ an ACR Tasks agent would (integration tests only):
     DockerBuildRequest      downloads the uploaded tar.gz from Azurite, `docker build`s it with the request's
                             Dockerfile path and arguments, pushes each of imageNames to the local registry (the
                             fake's login server, 127.0.0.1:5000) and reports the pushed digest in outputImages
-    EncodedTaskRunRequest   decodes the task YAML and runs its `cmd` steps as ACR's agent does: `docker run`
-                            on a network of the run's own, each container reachable by its step id, `detach`
-                            steps left running, the others waited for (their `timeout`); a non-zero exit
-                            fails the run. Every container and the network are removed afterwards.
+    EncodedTaskRunRequest   decodes the task YAML and runs its steps as ACR's agent does, after its templating
+                            ({{.Run.ID}}; `{{"{{"}}` for a literal `{{`; any other action fails): a `build`
+                            step is `docker build` of the uploaded context with the step's -t, -f, --target,
+                            --build-arg and --label words (shell-quoted, as the agent's shell reads them), a
+                            `push` step pushes and lists the images in outputImages, a `cmd` step is
+                            `docker run` on a network of the run's own, each container reachable by its step
+                            id, `detach` steps left running, the others waited for (their `timeout`); a
+                            non-zero exit fails the run. Every container and the network are removed afterwards.
 
 The run's log gets the build output or the containers' output, with lines like the agent's own
 ("Executing step ID: ..."), and is written to the log blob when the run ends. The run's timeout is enforced as
@@ -50,7 +54,7 @@ class DockerExecutor:
             if run.kind == "DockerBuildRequest":
                 status, error, images = self._build(fake, run, log)
             else:
-                status, error, images = self._task(run, log, deadline)
+                status, error, images = self._task(fake, run, log, deadline)
         except Exception as e:  # noqa: BLE001 - the agent's own failure ends the run as Error, as ACR's does
             status, error, images = acr_runs.ERROR, f"{type(e).__name__}: {e}", []
         if time.monotonic() > deadline and status != acr_runs.SUCCEEDED:
@@ -66,32 +70,44 @@ class DockerExecutor:
         names = request.get("imageNames") or []
         tags = [f"{fake.login_server}/{name}" for name in names]
         log.append(_line(f"Executing step ID: build. Timeout(sec): {request.get('timeout')}"))
+        if not self._docker_build(fake, run, log, dockerfile=request["dockerFilePath"], tag=tags[0] if tags else None,
+                                  args=args, target=request.get("target"), nocache=bool(request.get("noCache"))):
+            return acr_runs.FAILED, "failed during run, err: exit status 1", []
+        images = []
+        if request.get("isPushEnabled", True):
+            for tag in tags:
+                self.client.images.get(tags[0]).tag(tag)
+                images.append(self._push_image(fake, tag, log))
+        return acr_runs.SUCCEEDED, "", images
+
+    def _docker_build(self, fake: FakeAcr, run: FakeRun, log: list[str], *, dockerfile: str, tag: str | None,
+                      args: dict[str, str], target: str | None = None, labels: dict[str, str] | None = None,
+                      nocache: bool = False) -> bool:
+        """`docker build` of the run's uploaded context; False (the log says why) when it failed."""
         with tempfile.TemporaryFile() as context:
-            fake.source_blob(request["sourceLocation"]).download_blob().readinto(context)
+            fake.source_blob(run.request["sourceLocation"]).download_blob().readinto(context)
             context.seek(0)
             try:
                 for chunk in self.client.api.build(fileobj=context, custom_context=True, encoding="gzip",
-                                                   dockerfile=request["dockerFilePath"], tag=tags[0] if tags else None,
-                                                   buildargs=args, rm=True, forcerm=True, decode=True,
-                                                   nocache=bool(request.get("noCache"))):
+                                                   dockerfile=dockerfile, tag=tag, buildargs=args, target=target,
+                                                   labels=labels, rm=True, forcerm=True, decode=True, nocache=nocache):
                     if "error" in chunk:
                         log.append(chunk["error"].rstrip())
-                        return acr_runs.FAILED, "failed during run, err: exit status 1", []
+                        return False
                     if chunk.get("stream", "").strip():
                         log.append(chunk["stream"].rstrip())
             except docker.errors.APIError as e:
                 log.append(str(e.explanation))
-                return acr_runs.FAILED, "failed during run, err: exit status 1", []
-        images = []
-        if request.get("isPushEnabled", True):
-            for name, tag in zip(names, tags):
-                self.client.images.get(tags[0]).tag(tag)
-                repository, _, version = name.rpartition(":")
-                digest = self._push(f"{fake.login_server}/{repository}", version, log)
-                images.append({"registry": fake.login_server, "repository": repository, "tag": version,
-                               "digest": digest})
-                fake.images[(repository, version)] = digest
-        return acr_runs.SUCCEEDED, "", images
+                return False
+        return True
+
+    def _push_image(self, fake: FakeAcr, image: str, log: list[str]) -> dict[str, str]:
+        """Pushes `login_server/repository:tag`; the run's outputImages entry for it."""
+        name = image.removeprefix(f"{fake.login_server}/")
+        repository, _, version = name.rpartition(":")
+        digest = self._push(f"{fake.login_server}/{repository}", version, log)
+        fake.images[(repository, version)] = digest
+        return {"registry": fake.login_server, "repository": repository, "tag": version, "digest": digest}
 
     def _push(self, repository: str, tag: str, log: list[str]) -> str:
         digest = ""
@@ -103,15 +119,24 @@ class DockerExecutor:
         return digest
 
     # -- EncodedTaskRunRequest -------------------------------------------------------------------------------
-    def _task(self, run: FakeRun, log: list[str], deadline: float) -> tuple[str, str, list[dict[str, str]]]:
+    def _task(self, fake: FakeAcr, run: FakeRun, log: list[str], deadline: float) -> tuple[str, str, list[dict[str, str]]]:
         task = run.task
         network = self.client.networks.create(f"acb_default_network_{run.run_id}_{uuid.uuid4().hex[:6]}")
         containers: list[Any] = []
+        images: list[dict[str, str]] = []
         try:
             for step in task["steps"]:
                 timeout = min(int(step.get("timeout") or task.get("stepTimeout") or 600), deadline - time.monotonic())
                 log.append(_line(f"Executing step ID: {step['id']}. Timeout(sec): {int(timeout)}, "
                                  f"Working directory: '', Network: '{network.name}'"))
+                if "build" in step:
+                    if not self._build_step(fake, run, step["build"], log):
+                        log.append(_line(f"Step ID: {step['id']} marked as failed"))
+                        return acr_runs.FAILED, "failed during run, err: exit status 1", []
+                    continue
+                if "push" in step:
+                    images += [self._push_image(fake, _render(run, image), log) for image in step["push"]]
+                    continue
                 container = self._start(step, network.name)
                 containers.append(container)
                 if step.get("detach"):
@@ -127,7 +152,7 @@ class DockerExecutor:
                     log.append(_line(f"Step ID: {step['id']} marked as failed"))
                     return acr_runs.FAILED, f"failed during run, err: exit status {code}", []
                 log.append(_line(f"Step ID: {step['id']} marked as successful"))
-            return acr_runs.SUCCEEDED, "", []
+            return acr_runs.SUCCEEDED, "", images
         except docker.errors.ImageNotFound as e:
             log.append(f"docker: Error response from daemon: manifest unknown: {e.explanation}")
             return acr_runs.FAILED, "failed during run, err: exit status 125", []
@@ -138,6 +163,22 @@ class DockerExecutor:
                 except docker.errors.APIError:
                     pass
             network.remove()
+
+    def _build_step(self, fake: FakeAcr, run: FakeRun, command: str, log: list[str]) -> bool:
+        """A `build` step: the agent runs `docker build <command>` through a shell, in the uploaded context."""
+        words = shlex.split(_render(run, command))
+        options: dict[str, Any] = {"args": {}, "labels": {}, "tag": None, "dockerfile": "Dockerfile", "target": None}
+        flags = {"-t": "tag", "--tag": "tag", "-f": "dockerfile", "--file": "dockerfile", "--target": "target"}
+        while words:
+            word = words.pop(0)
+            if word in flags:
+                options[flags[word]] = words.pop(0)
+            elif word in ("--build-arg", "--label"):
+                key, _, value = words.pop(0).partition("=")
+                options["args" if word == "--build-arg" else "labels"][key] = value
+            elif word != ".":
+                raise ValueError(f"the fake agent does not know docker build's {word!r}")
+        return self._docker_build(fake, run, log, **options)
 
     def _start(self, step: dict[str, Any], network: str):
         image, *args = shlex.split(step["cmd"])
@@ -157,6 +198,14 @@ class DockerExecutor:
         container = self.client.containers.get(created["Id"])
         container.start()
         return container
+
+
+def _render(run: FakeRun, text: str) -> str:
+    """What ACR's Go templating makes of a step's text: the run's values in, `{{"{{"}}` a literal `{{`."""
+    text = text.replace("{{.Run.ID}}", run.run_id).replace('{{"{{"}}', "\0")
+    if "{{" in text:
+        raise ValueError(f"template: unknown action in {text[text.index('{{'):][:40]!r}")
+    return text.replace("\0", "{{")
 
 
 def _line(text: str) -> str:

@@ -18,7 +18,7 @@ Endpoints (anything else answers a 404 Status, as the API server does for an unk
           after 1800 s, the real server's minimum request timeout (it picks 1800-3600 s at random).
     GET   /api/v1/namespaces/{ns}/services/{id}/proxy/{path}                                 get services/proxy
           id `[scheme:]name[:port]`, the port a number or a name; to a ready pod of the Service, round robin:
-          `/version` answers the JSON the test set for that pod's image. Errors as the real proxy's: 400
+          a path in `routes[image]` answers that JSON, `/version` the one `versions[image]` holds. Errors as the real proxy's: 400
           `invalid service request "<id>"` (over three parts, no name, a scheme not http/https); a port number
           the Service lacks: 503 `no service port N found for service "<name>"` (no Service: 404 `services
           "<name>" not found`), else the number stands for that port's name; no Service: 404 `endpoints
@@ -248,6 +248,7 @@ class KubeApiServer:
         self.progress_deadline = progress_deadline
         self.behaviour: dict[str, str] = {}           # image -> "available" (default) | "never"
         self.versions: dict[str, dict[str, Any]] = {}  # image -> its /version document
+        self.routes: dict[str, dict[str, Any]] = {}    # image -> {path: the JSON its app answers there}
         self.fail_next_patches: list[int] = []
         self.requests: list[Request] = []
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
@@ -688,6 +689,9 @@ class KubeApiServer:
             self._round_robin += 1
             pod = ready[self._round_robin % len(ready)]
             version = next((self.versions[each] for each in pod.image.split(",") if each in self.versions), None)
+            routes = next((self.routes[each] for each in pod.image.split(",") if each in self.routes), {})
+        if path in routes:
+            return handler.reply(200, routes[path])
         if path.rstrip("/") == "/version" and version is not None:
             return handler.reply(200, version)
         handler.reply(404, {"error": {"code": "not_found", "message": f"no route {path}"}})

@@ -7,12 +7,15 @@ real engine, a real registry and real release images. What stays fake is ARM and
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from shared import buildcontext, errors, ports
+from shared import buildcontext, contract, errors, ports
 from shared.adapters.azure.acr_task_smoke import AcrTaskSmokeRunner
 from shared.adapters.azure.acr_tasks_builder import AcrTasksBuilder
 from shared.adapters.local.git_source import GitSource
@@ -22,6 +25,7 @@ from tests import localstack
 from tests.fakes import arm_acr, arm_acr_docker
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -33,11 +37,19 @@ def fake():
 
 def smoke_runner(fake: arm_acr.FakeAcr) -> AcrTaskSmokeRunner:
     return AcrTaskSmokeRunner(client=fake.client(), resource_group=arm_acr.RESOURCE_GROUP,
-                              registry_name=arm_acr.REGISTRY, budget_seconds=90, poll_seconds=0.2)
+                              registry_name=arm_acr.REGISTRY, budget_seconds=90, poll_seconds=0.2,
+                              registry=DistributionRegistry(host=localstack.REGISTRY), check_image="python:3.11-slim")
 
 
-def build(fake: arm_acr.FakeAcr, tmp_path, *, dockerfile: str | None = None) -> tuple[ports.Build, ports.BuildRequest]:
-    repo, commit = localstack.app_repository(tmp_path, dockerfile=dockerfile)
+def build(fake: arm_acr.FakeAcr, tmp_path, *, dockerfile: str | None = None,
+          app: Path | None = None) -> tuple[ports.Build, ports.BuildRequest]:
+    """Builds with AcrTasksBuilder: this checkout's model_api (or its Dockerfile replaced), or the app at `app`."""
+    if app is not None:
+        repo = tmp_path / "app"
+        shutil.copytree(app, repo)
+        commit = localstack.commit_tree(repo)
+    else:
+        repo, commit = localstack.app_repository(tmp_path, dockerfile=dockerfile)
     folder = localstack.sample_model()
     model = Model("diabetes", "1", buildcontext.sha256_file(folder / "model.joblib"), "diabetes/1/model.joblib",
                   dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
@@ -68,6 +80,25 @@ def test_an_image_acr_tasks_built_carries_the_release_labels_and_passes_the_acr_
         request.release_id, model_sha256=request.model.sha256, commit=request.commit))
     assert (verdict.passed, verdict.reason) == (True, "")
     assert [name for name, _ in verdict.steps] == ["queue", "ready", "version", "score"]
+
+
+def test_the_flask_sample_built_by_acr_tasks_passes_the_acr_smoke_test_through_its_own_contract(fake, tmp_path):
+    built, request = build(fake, tmp_path, app=ROOT / "samples" / "flask-app")
+    assert built.state is ports.BuildState.SUCCEEDED, built.error
+    assert fake.last_run().kind == "EncodedTaskRunRequest"  # a build step with ShipBot's labels, then a push
+
+    image = DistributionRegistry(host=localstack.REGISTRY).get_image("shipbot-test/acr-tasks", request.tag)
+    assert image.digest == built.digest and image.labels["dev.shipbot.release.id"] == request.release_id
+    smoke = contract.Contract.of_labels(image.labels)
+    assert (smoke.port, smoke.ready_path, smoke.identity_path) == (5000, "/healthcheck", "/about")
+
+    ref = f"{request.repository}@{built.digest}"
+    verdict = smoke_runner(fake).run(ref, ports.Expectation(request.release_id, commit=request.commit))
+    assert (verdict.passed, verdict.reason) == (True, "")
+    assert shlex.split(fake.last_run().task["steps"][1]["cmd"])[0] == "python:3.11-slim"  # ShipBot's check image
+
+    verdict = smoke_runner(fake).run(ref, ports.Expectation("r-another", commit="0" * 40))
+    assert verdict.reason == f"/about names neither the release r-another nor the commit {'0' * 40}"
 
 
 def test_a_dockerfile_that_fails_makes_a_failed_build_with_the_logs_last_lines(fake, tmp_path):

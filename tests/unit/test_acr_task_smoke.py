@@ -15,10 +15,11 @@ import threading
 
 import pytest
 
-from shared import errors, ports
+from shared import contract, errors, ports
+from shared.adapters.memory import MemoryRegistry
 from shared.adapters.azure import acr_runs, acr_smoke_check
 from shared.adapters.azure.acr_task_smoke import CHECK_SCRIPT, AcrTaskSmokeRunner, parse_verdict
-from shared.adapters.local.smoke import first_difference
+from shared.contract import first_difference
 from tests.fakes import arm_acr
 
 REF = "shipbotacr.azurecr.test/shipbot/app@sha256:" + "5" * 64
@@ -197,12 +198,13 @@ class _ModelApiHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        status, body = self.server.ready if self.path == "/readyz" else (200, self.server.version)
+        routes = getattr(self.server, "routes", {})
+        status, body = routes.get(self.path) or (self.server.ready if self.path == "/readyz" else (200, self.server.version))
         self._send(status, body)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self._send(200, self.server.score)
+        self.server.posted = (self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self._send(*getattr(self.server, "routes", {}).get(self.path, (200, self.server.score)))
 
     def _send(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -281,3 +283,64 @@ def test_the_check_script_fails_an_image_without_its_sample_files(model_api, tmp
 ])
 def test_the_check_script_compares_scores_as_the_local_runner_does(got, wanted):
     assert acr_smoke_check.first_difference(got, wanted) == first_difference(got, wanted)
+
+
+# -- an image that declares its smoke contract: checked from ShipBot's check image ------------------------------
+APP_CONTRACT = contract.Contract(port=5000, ready_path="/healthcheck", identity_path="/about", score_path="/predict",
+                                 request={"rows": [[1, 2]]}, expect_status=201, expect_keys=("y",), own=True)
+
+
+def registry_with(labels: dict[str, str]) -> MemoryRegistry:
+    registry = MemoryRegistry(host="shipbotacr.azurecr.test")
+    registry.push("shipbot/app", None, REF.rpartition("@")[2], labels=labels)
+    return registry
+
+
+def test_an_image_with_a_contract_is_checked_from_the_check_image_against_its_own_routes(fake, time_):
+    fake.outcome = arm_acr.finish(acr_runs.SUCCEEDED, log=verdict_line(True))
+    registry = registry_with({contract.LABEL: APP_CONTRACT.label()})
+
+    assert runner(fake, time_, registry=registry, check_image="checker:3").run(REF, EXPECTED).passed
+
+    app, check = fake.last_run().task["steps"]
+    assert app["cmd"] == REF  # the release image runs as it is, on the network as "app"
+    image, python, *_, config = shlex.split(check["cmd"])
+    assert (image, python) == ("checker:3", "python")  # the release image needs no Python
+    sent = json.loads(base64.b64decode(config))
+    assert sent["url"] == "http://app:5000" and sent["own"] is True
+    assert {k: sent[k] for k in ("ready_path", "identity_path", "score_path", "request", "expect_status")} == {
+        "ready_path": "/healthcheck", "identity_path": "/about", "score_path": "/predict",
+        "request": {"rows": [[1, 2]]}, "expect_status": 201}
+
+
+def test_an_unusable_contract_label_is_red_before_any_run(fake, time_):
+    verdict = runner(fake, time_, registry=registry_with({contract.LABEL: "[1, 2]"})).run(REF, EXPECTED)
+
+    assert not verdict.passed and verdict.reason == "the image's dev.shipbot.contract label is unusable: not a JSON object"
+    assert fake.runs == {}
+
+
+def test_an_image_the_registry_does_not_have_is_not_found_before_any_run(fake, time_):
+    with pytest.raises(errors.NotFound):
+        runner(fake, time_, registry=MemoryRegistry(host="shipbotacr.azurecr.test")).run(REF, EXPECTED)
+    assert fake.runs == {}
+
+
+@pytest.mark.parametrize(("routes", "reason"), [
+    ({}, ""),
+    ({"/healthcheck": (503, {"ok": False})}, '/healthcheck did not answer 200 within 1 s (last answer: 503 {"ok": false})'),
+    ({"/about": (200, {"release": "r-0"})}, "/about names neither the release r-1 nor the commit None"),
+    ({"/predict": (200, {"y": 1})}, 'POST /predict answered 200, expected 201: {"y": 1}'),
+    ({"/predict": (201, {"z": 1})}, "POST /predict answered without 'y'"),
+])
+def test_the_check_script_follows_an_apps_contract(model_api, tmp_path, routes, reason):
+    model_api.routes = {"/healthcheck": (200, {"ok": True}), "/about": (200, {"release": "r-1"}),
+                        "/predict": (201, {"y": [0.5]}), **routes}
+    config = {**json.loads(APP_CONTRACT.label()), "own": True}
+
+    code, out = run_check(model_api, tmp_path / "no-such-folder", budget=1, **config)
+
+    assert parse_verdict(out)[:2] == (not reason, reason)
+    assert code == (0 if not reason else 1)
+    if not reason:
+        assert model_api.posted == ("/predict", {"rows": [[1, 2]]})

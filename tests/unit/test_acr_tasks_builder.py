@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import io
 import os
+import shlex
 import tarfile
 import tracemalloc
 import types
@@ -15,7 +16,7 @@ import uuid
 
 import pytest
 
-from shared import errors, ports
+from shared import contract, errors, ports
 from shared.adapters.azure import acr_runs
 from shared.adapters.azure.acr_tasks_builder import DOCKERFILE, AcrTasksBuilder
 from shared.adapters.local import docker_builder
@@ -288,3 +289,79 @@ def test_the_context_tar_holds_the_model_api_tree_and_the_model_folder(fake):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
     assert DOCKERFILE in names and "model/model.joblib" in names and "model/sample-request.json" in names
+
+
+# -- an app with its own Dockerfile: the same plan as DockerBuilder's, built by a multi-step task -----------------
+APP = {"Dockerfile": "FROM python:3.11-slim AS base\nCOPY model/ /srv/model/\nFROM base AS serve\nEXPOSE 8080\n",
+       "shipbot.toml": '[build]\ntarget = "serve"\n[smoke]\nidentity_path = "/about"\nexpect_keys = ["y"]\n',
+       "app.py": "print('serving')\n"}
+
+
+def begin_app(fake: arm_acr.FakeAcr, acr: AcrTasksBuilder, files: dict[str, str]) -> tuple[str, ports.BuildRequest]:
+    models = acr_inputs.BytesModels({**acr_inputs.sample_files(), "sample-request.json": b'{"x": "{{.Run.ID}}"}'})
+    build_request = request(fake, models)
+    return acr.begin_build(build_request, acr_inputs.FilesSource(files), models), build_request
+
+
+def build_words(run: arm_acr.FakeRun) -> tuple[list[str], list]:
+    steps = run.task["steps"]
+    assert [step["id"] for step in steps] == ["build", "push"]
+    return shlex.split(steps[0]["build"].replace('{{"{{"}}', "{{")), steps[1]["push"]
+
+
+def test_an_own_image_is_built_by_a_build_and_a_push_step_with_shipbots_args_and_labels(fake):
+    acr = builder(fake, timeout_seconds=900)
+    _, build_request = begin_app(fake, acr, APP)
+    run = fake.last_run()
+
+    assert run.kind == "EncodedTaskRunRequest" and run.request["timeout"] == 900
+    words, push = build_words(run)
+    image = f"{build_request.repository}:{build_request.tag}"
+    assert words[:6] == ["-t", image, "-f", "Dockerfile", "--target", "serve"] and words[-1] == "."
+    assert push == [image]
+    assert set(words[6:-1:2]) == {"--build-arg", "--label"}
+    args = dict(v.split("=", 1) for k, v in zip(words[6:-1:2], words[7:-1:2]) if k == "--build-arg")
+    labels = dict(v.split("=", 1) for k, v in zip(words[6:-1:2], words[7:-1:2]) if k == "--label")
+    assert args == {"SHIPBOT_RELEASE_ID": build_request.release_id, "SHIPBOT_GIT_COMMIT": build_request.commit,
+                    "SHIPBOT_MODEL_NAME": "diabetes", "SHIPBOT_MODEL_VERSION": "1",
+                    "SHIPBOT_MODEL_SHA256": build_request.model.sha256}
+    assert labels["dev.shipbot.release.id"] == build_request.release_id
+    smoke = contract.Contract.of_labels(labels)
+    assert (smoke.port, smoke.identity_path, smoke.expect_keys) == (8080, "/about", ("y",))
+    assert smoke.request == {"x": "{{.Run.ID}}"}  # ACR's templating leaves the sample as it is
+
+
+def test_an_own_images_context_and_labels_are_the_docker_builders(fake, tmp_path):
+    _, build_request = begin_app(fake, builder(fake), APP)
+    run = fake.last_run()
+    words, _ = build_words(run)
+    acr_labels = dict(v.split("=", 1) for k, v in zip(words[6:-1:2], words[7:-1:2]) if k == "--label")
+
+    recorder = _RecordingDocker()
+    tree, model_dir = tmp_path / "source", tmp_path / "model"
+    tree.mkdir()
+    model_dir.mkdir()
+    acr_inputs.FilesSource(APP).archive(build_request.commit, tree)
+    acr_inputs.BytesModels({**acr_inputs.sample_files(), "sample-request.json": b'{"x": "{{.Run.ID}}"}'}).download(
+        build_request.model, model_dir)
+    docker_builder.DockerBuilder(client=recorder).build(docker_builder.BuildRequest(
+        source=tree, model_dir=model_dir, repository=build_request.repository, tag=build_request.tag,
+        model_name="diabetes", model_version="1", git_commit=build_request.commit,
+        source_url=build_request.source_url, release_id=build_request.release_id),
+        model_sha256=build_request.model.sha256)
+
+    assert gzip.decompress(fake.source_bytes(run.request["sourceLocation"])) == recorder.context
+    assert recorder.kwargs["target"] == "serve"
+    volatile = {"org.opencontainers.image.created", "dev.shipbot.build.id"}
+    assert {k: v for k, v in acr_labels.items() if k not in volatile} == \
+        {k: v for k, v in recorder.kwargs["labels"].items() if k not in volatile}
+
+
+def test_a_bad_manifest_is_rejected_with_file_key_and_line_and_nothing_is_scheduled(fake):
+    acr = builder(fake)
+    build_id, _ = begin_app(fake, acr, {**APP, "shipbot.toml": '[build]\ntarget = "serve"\ncolour = "red"\n'})
+
+    assert build_id.startswith("rejected-") and fake.runs == {}
+    build = acr.get_build(build_id)
+    assert build.state is ports.BuildState.FAILED
+    assert build.error == "shipbot.toml, [build] colour (line 3): unknown key"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from shared import errors, ports
+from shared import contract, errors, ports
 from shared.adapters.azure import kubernetes_deployer as kd
 from test_bicep_roles import EXPECTED_K8S_RULES
 from tests.fakes.kube_apiserver import KubeApiServer
@@ -395,4 +395,44 @@ def test_rollout_status_says_what_kubectl_rollout_status_says(kwargs, expected):
     ({}, ports.Expectation(None, commit="c"), "/version reports commit None, expected c"),
 ])
 def test_a_version_document_is_compared_field_by_field(version, expected, reason):
-    assert kd.version_mismatch(version, expected) == reason
+    assert contract.identity_mismatch(version, expected) == reason
+
+
+def own_contract(**fields) -> contract.Contract:
+    return contract.Contract(port=5000, ready_path="/healthcheck", own=True, **fields)
+
+
+def test_an_apps_own_identity_route_from_its_contract_is_what_verifies_it(api, time_):
+    api.routes[B] = {"/about": {"app": "flask", "release": "r-b"}}
+    deployer = kd.KubernetesDeployer(api_client=api.api_client(), targets={"staging": TARGET}, verify_seconds=5,
+                                     contracts=lambda ref: own_contract(identity_path="/about"),
+                                     clock=time_.clock, sleep=time_.sleep)
+
+    assert deployer.deploy("staging", B, ports.Expectation("r-b")).passed
+    api.routes[C] = {"/about": {"release": "r-other"}}
+    verdict = deployer.deploy("staging", C, ports.Expectation("r-c", commit="abc"))
+    assert verdict.reason == f"/about names neither the release r-c nor the commit abc; rolled back to {B}"
+
+
+def test_an_app_without_an_identity_route_is_verified_by_its_readiness_path(api, time_):
+    deployer = kd.KubernetesDeployer(api_client=api.api_client(), targets={"staging": TARGET}, verify_seconds=5,
+                                     contracts=lambda ref: own_contract(identity_path=None),
+                                     clock=time_.clock, sleep=time_.sleep)
+    verdict = deployer.deploy("staging", B, ports.Expectation("r-b"))
+    assert verdict.reason.startswith("/healthcheck through the service proxy of app:80 answered 404")
+    assert deployer.get_running("staging") == A
+
+    api.routes[B] = {"/healthcheck": {"status": "ok"}}
+    assert deployer.deploy("staging", B, ports.Expectation("r-b")).passed
+    assert deployer.get_running("staging") == B
+
+
+def test_an_unusable_contract_label_fails_the_deploy_before_anything_changes(api, time_):
+    def broken(ref: str) -> contract.Contract:
+        raise ValueError("the image's dev.shipbot.contract label is unusable: not a JSON object")
+
+    deployer = kd.KubernetesDeployer(api_client=api.api_client(), targets={"staging": TARGET}, contracts=broken,
+                                     clock=time_.clock, sleep=time_.sleep)
+    verdict = deployer.deploy("staging", B, ports.Expectation("r-b"))
+    assert not verdict.passed and "label is unusable" in verdict.reason
+    assert patches(api) == [] and deployer.get_running("staging") == A

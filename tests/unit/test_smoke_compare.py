@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.adapters.local.smoke import first_difference
+from shared.contract import first_difference
 
 
 @pytest.mark.parametrize(("got", "wanted"), [

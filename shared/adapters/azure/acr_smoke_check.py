@@ -1,12 +1,16 @@
-"""The smoke check that AcrTaskSmokeRunner's ACR Task runs INSIDE the release image (second step), against the
-image's own container started detached by the first step. Standard library only: it runs on the image's python.
+"""The smoke check that AcrTaskSmokeRunner's ACR Task runs in its second step, against the release image's container
+that the first step started detached (reachable as `app`). Standard library only, so that it runs on any
+Python: in ShipBot's check image for an image that declares its smoke contract (the release image needs no
+Python then), in the release image itself for model_api (no contract label: its sample files are inside it).
 
 Invoked as `python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" <this file, base64> <config>`,
-where config is base64 JSON: {"url", "budget", "release_id", "model_sha256", "commit", "model_dir"}. It waits
-for /readyz, checks /version against the expectation, POSTs the image's sample-request.json to /score and
-compares the answer with sample-response.json as DockerSmokeRunner does (shared.adapters.local.smoke), then
-prints one line `SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": [[name, seconds], ...]}` and exits 0
-when it passed, 1 when it did not.
+where config is base64 JSON: {"url", "budget", "release_id", "model_sha256", "commit"} and the contract
+(shared.contract: "ready_path", "identity_path", "score_path", "request", "expect_status", "expect_json",
+"tolerance", "expect_keys", "own"), or "model_dir" to read the samples from. It waits for the readiness path,
+checks the identity route against the expectation, POSTs the sample request and checks the answer as
+DockerSmokeRunner does (shared.adapters.local.smoke), then prints one line
+`SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": [[name, seconds], ...]}` and exits 0 when it passed, 1
+when it did not.
 """
 
 import base64
@@ -41,76 +45,95 @@ def main(argv):
 
 def check(config, deadline, step):
     url, budget = config["url"].rstrip("/"), float(config["budget"])
-    model_dir = config.get("model_dir") or "/var/azureml-app/model"
-    try:
-        with open(f"{model_dir}/sample-request.json", "rb") as f:
-            sample = json.load(f)
-        with open(f"{model_dir}/sample-response.json", "rb") as f:
-            wanted = json.load(f)
-    except OSError as e:
-        return f"the image has no {e.filename}: nothing to smoke-test with"
-    except ValueError as e:
-        return f"the image's sample files are unusable: {short(str(e))}"
+    sample, wanted = config.get("request"), config.get("expect_json")
+    if not config.get("own"):  # model_api: the sample files travel in its model folder
+        model_dir = config.get("model_dir") or "/var/azureml-app/model"
+        try:
+            with open(f"{model_dir}/sample-request.json", "rb") as f:
+                sample = json.load(f)
+            with open(f"{model_dir}/sample-response.json", "rb") as f:
+                wanted = json.load(f)
+        except OSError as e:
+            return f"the image has no {e.filename}: nothing to smoke-test with"
+        except ValueError as e:
+            return f"the image's sample files are unusable: {short(str(e))}"
 
-    reason = await_ready(url, deadline, budget)
+    reason = await_ready(url, config.get("ready_path") or "/readyz", deadline, budget)
     step("ready")
     if reason:
         return reason
-    reason = check_version(url, config, timeout=min(10.0, deadline - time.monotonic()))
+    path = config.get("identity_path", "/version")
+    reason = check_version(url, path, config, timeout=min(10.0, deadline - time.monotonic())) if path else ""
     step("version")
     if reason:
         return reason
-    reason = score(url, sample, wanted, timeout=deadline - time.monotonic(), budget=budget)
+    reason = score(url, config, sample, wanted, timeout=deadline - time.monotonic(), budget=budget)
     step("score")
     return reason
 
 
-def await_ready(url, deadline, budget):
+def await_ready(url, path, deadline, budget):
     last = "no answer"
     while True:
-        status, body = get(f"{url}/readyz", timeout=2)
+        status, body = get(f"{url}{path}", timeout=2)
         if status == 200:
             return ""
         if status is not None:
             last = f"{status} {short(body)}"
             state = as_dict(body).get("status")
             if state == "failed":
-                return f"/readyz reports the model failed to load: {short(str(as_dict(body).get('error')))}"
+                return f"{path} reports the model failed to load: {short(str(as_dict(body).get('error')))}"
         if time.monotonic() >= deadline:
-            return f"/readyz did not answer 200 within {budget:g} s (last answer: {last})"
+            return f"{path} did not answer 200 within {budget:g} s (last answer: {last})"
         time.sleep(POLL_SECONDS)
 
 
-def check_version(url, config, timeout):
-    status, body = get(f"{url}/version", timeout=max(timeout, 0.1))
+def check_version(url, path, config, timeout):
+    """As shared.contract.identity_mismatch: field by field for model_api, the release or commit for an app."""
+    status, body = get(f"{url}{path}", timeout=max(timeout, 0.1))
     if status is None:
-        return f"/version did not answer: {body}"
+        return f"{path} did not answer: {body}"
     if status != 200:
-        return f"/version answered {status}: {short(body)}"
+        return f"{path} answered {status}: {short(body)}"
     version = as_dict(body)
+    if config.get("own"):
+        wanted = {config.get("release_id"), config.get("commit")} - {None}
+        if wanted and not wanted & {v for v in version.values() if isinstance(v, str)}:
+            return f"{path} names neither the release {config.get('release_id')} nor the commit {config.get('commit')}"
+        return ""
     for what, field, key in (("release", "release_id", "release_id"), ("model sha256", "model_sha256", "model_sha256"),
                              ("commit", "git_commit", "commit")):
         wanted = config.get(key)
         if wanted is not None and version.get(field) != wanted:
-            return f"/version reports {what} {version.get(field)}, expected {wanted}"
+            return f"{path} reports {what} {version.get(field)}, expected {wanted}"
     return ""
 
 
-def score(url, sample, wanted, timeout, budget):
+def score(url, config, sample, wanted, timeout, budget):
+    path, expect_status = config.get("score_path") or "/score", int(config.get("expect_status") or 200)
+    what = f"POST {path}"
     if timeout <= 0:
-        return f"no time left for POST /score within {budget:g} s"
-    request = urllib.request.Request(f"{url}/score", data=json.dumps(sample).encode(), method="POST",
+        return f"no time left for {what} within {budget:g} s"
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(sample).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     status, body = send(request, timeout)
     if status is None:
-        return f"POST /score did not answer: {body}"
-    if status != 200:
-        return f"POST /score answered {status}: {short(body)}"
+        return f"{what} did not answer: {body}"
+    if status != expect_status:
+        return f"{what} answered {status}, expected {expect_status}: {short(body)}"
+    keys = config.get("expect_keys") or []
+    if wanted is None and not keys:
+        return ""
     try:
         scored = json.loads(body)
     except ValueError:
-        return f"POST /score answered something that is not JSON: {short(body)}"
-    difference = first_difference(scored, wanted)
+        return f"{what} answered something that is not JSON: {short(body)}"
+    missing = [key for key in keys if not isinstance(scored, dict) or key not in scored]
+    if missing:
+        return f"{what} answered without {', '.join(repr(k) for k in missing)}"
+    if wanted is None:
+        return ""
+    difference = first_difference(scored, wanted, rel_tol=float(config.get("tolerance") or REL_TOLERANCE))
     return f"score differs from sample-response.json at {difference}" if difference else ""
 
 
@@ -129,11 +152,11 @@ def send(request, timeout):
         return None, type(e).__name__
 
 
-def first_difference(got, wanted, path=""):
-    """As shared.adapters.local.smoke.first_difference (tests/unit checks that they agree)."""
+def first_difference(got, wanted, path="", rel_tol=REL_TOLERANCE):
+    """As shared.contract.first_difference (tests/unit checks that they agree)."""
     here = path or "the top level"
     if is_number(wanted):
-        if not is_number(got) or not math.isclose(got, wanted, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
+        if not is_number(got) or not math.isclose(got, wanted, rel_tol=rel_tol, abs_tol=ABS_TOLERANCE):
             return f"{here}: {show(got)} vs {show(wanted)} expected"
         return ""
     if isinstance(wanted, list):
@@ -142,7 +165,7 @@ def first_difference(got, wanted, path=""):
         if len(got) != len(wanted):
             return f"{here}: {len(got)} values vs {len(wanted)} expected"
         for i, (g, w) in enumerate(zip(got, wanted)):
-            found = first_difference(g, w, f"{path}[{i}]")
+            found = first_difference(g, w, f"{path}[{i}]", rel_tol)
             if found:
                 return found
         return ""
@@ -152,7 +175,7 @@ def first_difference(got, wanted, path=""):
         for key, w in wanted.items():
             if key not in got:
                 return f"{here}: no {key!r}"
-            found = first_difference(got[key], w, f"{path}.{key}" if path else key)
+            found = first_difference(got[key], w, f"{path}.{key}" if path else key, rel_tol)
             if found:
                 return found
         return ""

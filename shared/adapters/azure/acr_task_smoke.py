@@ -10,12 +10,16 @@ One run per test, scheduled as an EncodedTaskRunRequest (a multi-step task, its 
         cmd: "<ref>"
         detach: true
         env: ["MODEL_API_WORKERS=1"]
-      - id: check                        # the same image's python runs acr_smoke_check.py against it
-        cmd: "<ref> python -c \"import base64,sys;exec(base64.b64decode(sys.argv[1]))\" <script> <config>"
+      - id: check                        # python runs acr_smoke_check.py against it
+        cmd: "<check image> python -c \"import base64,sys;exec(base64.b64decode(sys.argv[1]))\" <script> <config>"
         timeout: <budget + 60>
 
-The check waits for http://app:5001/readyz, checks /version against the Expectation, scores the image's own
-sample request and compares it with its sample response, all within `budget_seconds`, and prints one line
+What is checked is the image's smoke contract (shared.contract), read from its label through `registry`
+before the run: the check waits for the readiness path on the contract's port, checks the identity route
+against the Expectation, POSTs the sample request and checks the answer, all within `budget_seconds`. The
+check step runs in ShipBot's `check_image` (any image with Python 3: the release image needs none); an image
+without the label is model_api, whose own Python runs the check against the sample files in its model folder
+(<check image> is then the release image). It prints one line
 `SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": ...}` (its exit code fails the run when it did not
 pass). Script and config travel as base64 arguments, so no quoting can break them, and the marker is never in
 the task's own text.
@@ -41,12 +45,11 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import errors, ports
+from shared import contract, errors, ports
 from shared.adapters.azure import acr_runs
 
 CHECK_SCRIPT = Path(__file__).with_name("acr_smoke_check.py")
 MARKER = "SHIPBOT-SMOKE"
-MODEL_API_PORT = 5001
 MODEL_DIR = "/var/azureml-app/model"
 _VERDICT = re.compile(rf"{MARKER} (\{{.*\}})\s*$")
 _NO_IMAGE = re.compile(r"manifest unknown|manifest for \S+ not found|not found: manifest|pull access denied"
@@ -58,10 +61,13 @@ class AcrTaskSmokeRunner:
     def __init__(self, *, client: Any, resource_group: str, registry_name: str, budget_seconds: float = 180.0,
                  run_timeout_seconds: float = 420.0, poll_seconds: float = 5.0, cpu: int = 2,
                  environment: dict[str, str] | None = None, blob_options: dict[str, Any] | None = None,
+                 registry: ports.Registry | None = None, check_image: str = "python:3.11-slim",
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         """`budget_seconds`: what the check inside the run may take (ready + version + score), as
         DockerSmokeRunner's budget. `run_timeout_seconds`: how long the whole run may take, queueing and
-        pulling the image included; also ACR's run timeout (at least 300 s, ACR's minimum)."""
+        pulling the image included; also ACR's run timeout (at least 300 s, ACR's minimum). `registry` reads
+        the image's smoke contract (its label; without a registry, or for an image of another registry, model_api's
+        contract); `check_image` is the Python image that runs the check against an image that declares one."""
         self.client = client
         self.resource_group = resource_group
         self.registry_name = registry_name
@@ -71,12 +77,19 @@ class AcrTaskSmokeRunner:
         self.cpu = cpu
         self.environment = {"MODEL_API_WORKERS": "1"} if environment is None else dict(environment)
         self.blob_options = dict(blob_options or {})
+        self.registry, self.check_image = registry, check_image
         self.clock = clock
         self.sleep = sleep
 
     def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
         started = self.clock()
-        run_id = self._schedule(ref, expected)
+        try:
+            wanted = contract.of_image(self.registry, ref) if self.registry is not None else contract.Contract()
+        except ValueError as e:
+            return ports.Verdict(passed=False, reason=str(e), seconds=round(self.clock() - started, 3))
+        except errors.NotFound:
+            raise errors.NotFound(f"image {ref} is not in the registry") from None
+        run_id = self._schedule(ref, expected, wanted)
         log.info("smoke run scheduled", extra={"run_id": run_id, "ref": ref, "release_id": expected.release_id})
         run = self._wait(run_id, deadline=started + self.run_timeout_seconds)
         status = acr_runs.status_of(run)
@@ -110,11 +123,14 @@ class AcrTaskSmokeRunner:
         return verdict(f"smoke run {run_id} ended {status or 'without a status'} with no verdict"
                        + (f": {detail}" if detail else ""))
 
-    def task_yaml(self, ref: str, expected: ports.Expectation) -> str:
+    def task_yaml(self, ref: str, expected: ports.Expectation, wanted: contract.Contract | None = None) -> str:
         """The multi-step task of one smoke test (the module docstring shows its shape)."""
-        config = {"url": f"http://app:{MODEL_API_PORT}", "budget": self.budget_seconds, "model_dir": MODEL_DIR,
-                  "release_id": expected.release_id, "model_sha256": expected.model_sha256, "commit": expected.commit}
-        check = (f'{ref} python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" '
+        wanted = wanted or contract.Contract()
+        config = {"url": f"http://app:{wanted.port}", "budget": self.budget_seconds, "model_dir": MODEL_DIR,
+                  "release_id": expected.release_id, "model_sha256": expected.model_sha256, "commit": expected.commit,
+                  **({**json.loads(wanted.label()), "own": True} if wanted.own else {})}
+        runner = self.check_image if wanted.own else ref  # model_api brings its own Python and sample files
+        check = (f'{runner} python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" '
                  f"{_b64(CHECK_SCRIPT.read_bytes())} {_b64(json.dumps(config).encode())}")
         env = [f"{k}={v}" for k, v in self.environment.items()]
         step_timeout = math.ceil(self.budget_seconds) + 60
@@ -133,11 +149,11 @@ class AcrTaskSmokeRunner:
         ])
 
     # -- ARM --------------------------------------------------------------------------------------------------
-    def _schedule(self, ref: str, expected: ports.Expectation) -> str:
+    def _schedule(self, ref: str, expected: ports.Expectation, wanted: contract.Contract) -> str:
         from azure.mgmt.containerregistrytasks import models
 
         request = models.EncodedTaskRunRequest(
-            encoded_task_content=_b64(self.task_yaml(ref, expected).encode()), values_property=[],
+            encoded_task_content=_b64(self.task_yaml(ref, expected, wanted).encode()), values_property=[],
             timeout=self._run_timeout(), platform=models.PlatformProperties(**acr_runs.PLATFORM),
             agent_configuration=models.AgentProperties(cpu=self.cpu), is_archive_enabled=False)
         try:

@@ -1,11 +1,14 @@
 """AcrTasksBuilder: builds a release image with ACR Tasks (ports.Builder), where DockerBuilder builds on the local
-engine: the same build context (shared.buildcontext: model_api/ at the commit + the model folder), the same
-Dockerfile, build args and labels; ACR builds it and pushes it to its own registry, whose ImagePushed event
-continues the chain.
+engine: the same plan (shared.buildplan: the manifest's shape, model only, score.py or the app's own
+Dockerfile), so the same context tar, Dockerfile, target, build args and labels; ACR builds it and pushes it to
+its own registry, whose ImagePushed event continues the chain.
 
-begin_build fetches the source and the model into a temp folder, writes the context as a tar.gz to a temp file
-(streamed: memory does not grow with the model), asks ARM for a build-source upload URL, streams the file there
-in blocks, schedules a DockerBuildRequest and returns the run id ACR gave. Nothing is kept in memory: get_build
+begin_build fetches the source and the model into a temp folder, writes the plan's context as a tar.gz to a
+temp file (streamed: memory does not grow with the model), asks ARM for a build-source upload URL, streams the
+file there in blocks and schedules the build: a DockerBuildRequest when the Dockerfile sets its own labels
+(model_api's), else an EncodedTaskRunRequest on the same uploaded context whose `build` step is the docker
+build command line with `--label` (a DockerBuildRequest has no labels) and whose `push` step pushes it
+(task_yaml). It returns the run id ACR gave. Nothing is kept in memory: get_build
 asks ARM about the run, so any instance of the Function App can answer for it.
 
     Queued/Started/Running   RUNNING; FAILED once it is older than the run timeout plus `queue_seconds`
@@ -19,8 +22,8 @@ The log link in a Build is the log blob's URL without its SAS query (a secret): 
 read it; `az acr task logs --registry <name> --run-id <id>` reads it, and the error says so.
 
 A build that cannot be started for reasons that retrying will not fix (the commit or the model is gone, the
-model file does not match the release's sha256, there is not exactly one model file, the repository is not in
-this registry) gets an id
+model file does not match the release's sha256, there is not exactly one model file, a bad shipbot.toml, the
+repository is not in this registry) gets an id
 `rejected-<hex>` and reads FAILED with that reason in this process (UNKNOWN in another, which the engine also
 records as a failed build), as DockerBuilder reports its failures through get_build. ARM or storage that does
 not answer is a TransientError from begin_build.
@@ -28,10 +31,13 @@ not answer is a TransientError from begin_build.
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as dt
 import gzip
+import json
 import logging
+import shlex
 import tempfile
 import threading
 import uuid
@@ -41,10 +47,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared import buildcontext, errors, modelfiles, ports
+from shared import buildplan, errors, ports
 from shared.adapters.azure import acr_runs
 
-DOCKERFILE = "model_api/Dockerfile"
+DOCKERFILE = buildplan.DOCKERFILE
 UPLOAD_BLOCK_BYTES = 4 * 1024 * 1024  # what one upload request holds in memory, whatever the model's size
 KEPT_REJECTIONS = 200
 log = logging.getLogger(__name__)
@@ -93,15 +99,18 @@ class AcrTasksBuilder:
             try:
                 source.archive(request.commit, tree)
                 models.download(request.model, model_dir)
-                args = build_args(request, model_dir, base_image=self.base_image, build_id=build_id,
-                                  image=f"{request.repository}:{request.tag}")
+                plan = buildplan.plan(buildplan.Inputs(
+                    source=tree, model_dir=model_dir, image=f"{request.repository}:{request.tag}", build_id=build_id,
+                    model_name=request.model.name, model_version=request.model.version,
+                    model_sha256=request.model.sha256, release_id=request.release_id or "",
+                    commit=request.commit or "", source_url=request.source_url or "", base_image=self.base_image))
             except (errors.NotFound, errors.PermanentError) as e:  # a TransientError is raised: try again
                 return self._reject(str(e))
-            write_context(context, source=tree, model=model_dir)
+            write_context(context, plan)
             relative_path = self._upload(context)
-        run = self._schedule(image_name, relative_path, args)
+        run = self._schedule(image_name, relative_path, plan)
         log.info("build scheduled", extra={"build_id": run, "release_id": request.release_id, "image": image_name,
-                                           "shipbot_build_id": build_id})
+                                           "shipbot_build_id": build_id, "shape": plan.shape})
         return run
 
     def get_build(self, build_id: str) -> ports.Build:
@@ -158,15 +167,21 @@ class AcrTasksBuilder:
             raise errors.TransientError(f"uploading the build context failed (storage answered {status})") from None
         return upload.relative_path
 
-    def _schedule(self, image_name: str, relative_path: str, args: dict[str, str]) -> str:
+    def _schedule(self, image_name: str, relative_path: str, plan: buildplan.Plan) -> str:
         from azure.mgmt.containerregistrytasks import models
 
-        request = models.DockerBuildRequest(
-            docker_file_path=DOCKERFILE, image_names=[image_name], is_push_enabled=True, no_cache=False,
-            arguments=[models.Argument(name=k, value=v, is_secret=False) for k, v in args.items()],
-            source_location=relative_path, timeout=self.timeout_seconds,
-            platform=models.PlatformProperties(**acr_runs.PLATFORM),
-            agent_configuration=models.AgentProperties(cpu=self.cpu), is_archive_enabled=False)
+        common = {"source_location": relative_path, "timeout": self.timeout_seconds,
+                  "platform": models.PlatformProperties(**acr_runs.PLATFORM),
+                  "agent_configuration": models.AgentProperties(cpu=self.cpu), "is_archive_enabled": False}
+        if plan.labels:  # a DockerBuildRequest cannot set labels: a build step and a push step can
+            request: Any = models.EncodedTaskRunRequest(
+                encoded_task_content=base64.b64encode(self.task_yaml(image_name, plan).encode()).decode("ascii"),
+                values_property=[], **common)
+        else:
+            request = models.DockerBuildRequest(
+                docker_file_path=plan.dockerfile, target=plan.target, image_names=[image_name], is_push_enabled=True,
+                no_cache=False, arguments=[models.Argument(name=k, value=v, is_secret=False)
+                                           for k, v in plan.build_args.items()], **common)
         try:
             run = self.client.registries.schedule_run(self.resource_group, self.registry_name, request)
         except AzureError as e:
@@ -174,6 +189,28 @@ class AcrTasksBuilder:
         if not getattr(run, "run_id", None):
             raise errors.TransientError(f"ACR Tasks scheduled the build of {image_name} but gave no run id")
         return run.run_id
+
+    def task_yaml(self, image_name: str, plan: buildplan.Plan) -> str:
+        """The multi-step task that builds a plan with labels: `docker build` as the agent runs it (a shell
+        command line, so every word is quoted; `{{` escaped from ACR's Go templating), then the push."""
+        image = f"{self.login_server}/{image_name}"
+        words = ["-t", image, "-f", plan.dockerfile]
+        words += ["--target", plan.target] if plan.target else []
+        for key, value in plan.build_args.items():
+            words += ["--build-arg", f"{key}={value}"]
+        for key, value in plan.labels.items():
+            words += ["--label", f"{key}={value}"]
+        command = shlex.join([*words, "."]).replace("{{", '{{"{{"}}')
+        return "\n".join([
+            "version: v1.1.0",
+            f"stepTimeout: {self.timeout_seconds}",
+            "steps:",
+            "  - id: build",
+            f"    build: {json.dumps(command)}",
+            "  - id: push",
+            f"    push: [{json.dumps(image)}]",
+            "",
+        ])
 
     def _failed(self, build_id: str, reason: str, steps: tuple[tuple[str, float], ...]) -> ports.Build:
         link = ""
@@ -205,33 +242,11 @@ class AcrTasksBuilder:
         return build_id
 
 
-def build_args(request: ports.BuildRequest, model_dir: Path, *, base_image: str, build_id: str,
-               image: str, created: str | None = None) -> dict[str, str]:
-    """The build args DockerBuilder passes, for the same request (tests/unit holds them side by side). Raises
-    BuildFailed when the model folder does not hold exactly one model file, or not the release's."""
-    found = modelfiles.model_files(model_dir)
-    if len(found) != 1:
-        raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
-    actual = buildcontext.sha256_file(found[0])
-    if actual != request.model.sha256:
-        raise errors.BuildFailed(f"the model file {found[0].name} has sha256 {actual}, the release expects "
-                                 f"{request.model.sha256}")
-    return {
-        "BASE_IMAGE": base_image,
-        "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(model_dir)),
-        "MODEL_NAME": request.model.name, "MODEL_VERSION": request.model.version,
-        "MODEL_SHA256": actual, "GIT_COMMIT": request.commit or "",
-        "SOURCE_URL": request.source_url or "", "IMAGE_TAG": image, "BUILD_ID": build_id,
-        "RELEASE_ID": request.release_id or "",
-        "CREATED": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def write_context(path: Path, *, source: Path, model: Path) -> None:
-    """shared.buildcontext's tar, gzipped into `path` as it is written (ACR Tasks takes a tar.gz). mtime=0 keeps
+def write_context(path: Path, plan: buildplan.Plan) -> None:
+    """The plan's context tar, gzipped into `path` as it is written (ACR Tasks takes a tar.gz). mtime=0 keeps
     the bytes a function of the content."""
     with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
-        buildcontext.write(gz, source=source, model=model)
+        plan.write(gz)
 
 
 def _steps(run: Any) -> tuple[tuple[str, float], ...]:

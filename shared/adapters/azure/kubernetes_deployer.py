@@ -16,9 +16,10 @@ A rollout, in the Verdict's steps:
             (fieldSelector metadata.name=...) from the resourceVersion it read, re-reading when a watch ends,
             within `rollout_seconds`. A watch the API server forbids (403: a Role without `watch`) is
             followed by reading the Deployment every POLL_SECONDS instead, for that target from then on.
-  verify    GET /version through the API server's service proxy and compare it with the Expectation
-            (version_mismatch: the same three checks as the local check_version, factored here as a pure
-            function). Right after a rollout the Service may still route to a pod on its way out, so a
+  verify    GET the image's identity route (its smoke contract, shared.contract: model_api's /version unless
+            its label says otherwise) through the API server's service proxy and compare it with the Expectation
+            (contract.identity_mismatch, as the local deployer does); an app without one must answer its
+            readiness path, the rollout having shown that the pods run the digest. Right after a rollout the Service may still route to a pod on its way out, so a
             mismatch is asked again until `verify_seconds` have passed; the first match passes.
   rollback  after a failed rollout or verification: patch the previous image back, with the change-cause it
             had (the controller reuses its ReplicaSet and copies the Deployment's annotations onto it, so
@@ -54,7 +55,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from shared import errors, ports
+from shared import contract, errors, ports
 
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -116,28 +117,20 @@ def rollout_status(deployment: client.V1Deployment) -> Rollout:
     return Rollout(True, False, f'deployment "{name}" successfully rolled out')
 
 
-def version_mismatch(version: Mapping[str, Any], expected: ports.Expectation) -> str:
-    """The first field of a /version document that differs from `expected`, in words; "" when all match. The
-    same checks as shared/adapters/local/containers.check_version, which also does the HTTP. Pure."""
-    checks = [("release", "release_id", expected.release_id), ("model sha256", "model_sha256", expected.model_sha256),
-              ("commit", "git_commit", expected.commit)]
-    for what, field, wanted in checks:
-        if wanted is not None and version.get(field) != wanted:
-            return f"/version reports {what} {version.get(field)}, expected {wanted}"
-    return ""
-
-
 class KubernetesDeployer:
     def __init__(self, *, api_client: client.ApiClient, targets: Mapping[str, Target],
+                 contracts: Callable[[str], contract.Contract] | None = None,
                  rollout_seconds: float = 240.0, verify_seconds: float = 30.0, conflict_attempts: int = 5,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         """`api_client` carries the cluster's URL, CA and credentials (aks_credentials.api_client for AKS,
-        kubeconfig_api_client for any cluster); `targets` maps each environment to its Target. A deploy takes at
+        kubeconfig_api_client for any cluster); `targets` maps each environment to its Target; `contracts` gives
+        the smoke contract of a ref (shared.contract.of_image on the registry; default: model_api's). A deploy takes at
         most about 2 x rollout_seconds + verify_seconds (rollout, verify, rollback): 240 + 30 + 240 s stays within
         the Functions host's 10-minute functionTimeout."""
         self.api_client = api_client
         self.apps, self.core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
         self.targets = dict(targets)
+        self.contracts = contracts or (lambda ref: contract.Contract())
         self.rollout_seconds, self.verify_seconds = rollout_seconds, verify_seconds
         self.conflict_attempts = conflict_attempts
         self.clock, self.sleep = clock, sleep
@@ -171,6 +164,10 @@ class KubernetesDeployer:
             return ports.Verdict(passed=not reason, reason=reason, seconds=round(self.clock() - started, 3),
                                  steps=tuple(steps))
 
+        try:
+            wanted = self.contracts(ref)
+        except ValueError as e:  # nothing was changed: the image cannot be checked
+            return verdict(str(e))
         current = self._read(target)
         previous, previous_cause = _image(current, target.container), _annotation(current, CHANGE_CAUSE)
         if previous is None:
@@ -183,7 +180,7 @@ class KubernetesDeployer:
             reason = self._await_rollout(target)
             step("rollout")
             if not reason:
-                reason = self._verify(target, expected)
+                reason = self._verify(target, expected, wanted)
                 step("verify")
         except errors.PermanentError as e:  # a refused credential or Role: not the release's fault
             reason, refused = str(e), e
@@ -300,10 +297,10 @@ class KubernetesDeployer:
             watcher.stop()
         return state
 
-    def _verify(self, target: Target, expected: ports.Expectation) -> str:
+    def _verify(self, target: Target, expected: ports.Expectation, wanted: contract.Contract) -> str:
         deadline = self.clock() + self.verify_seconds
         while True:
-            reason = self._ask_version(target, expected)
+            reason = self._ask(target, expected, wanted)
             if not reason:
                 return ""
             left = deadline - self.clock()
@@ -311,23 +308,30 @@ class KubernetesDeployer:
                 return reason
             self.sleep(min(POLL_SECONDS, left))
 
-    def _ask_version(self, target: Target, expected: ports.Expectation) -> str:
+    def _ask(self, target: Target, expected: ports.Expectation, wanted: contract.Contract) -> str:
+        """The contract's identity route must name the release (model_api's /version, field by field); an app
+        without one must answer its readiness path, the rollout having shown that the digest runs."""
+        path = wanted.identity_path or wanted.ready_path
+        where = f"{path} through the service proxy of {target.service}"
         try:
             response = self.core.connect_get_namespaced_service_proxy_with_path(
-                target.service, target.namespace, "version", _preload_content=False,
+                target.service, target.namespace, path.lstrip("/"), _preload_content=False,
                 _request_timeout=REQUEST_SECONDS)
             data = response.data
         except ApiException as e:
             if e.status in (401, 403) and _from_api_server(e):  # the credential, not the app: stop asking
-                raise _translate(e, f"get /version through the service proxy of {target.service}") from None
-            return f"/version through the service proxy of {target.service} answered {e.status}: {_message(e)}"
+                raise _translate(e, f"get {where}") from None
+            return f"{where} answered {e.status}: {_message(e)}"
         except CONNECTION_ERRORS as e:
-            return f"/version through the service proxy did not answer: {type(e).__name__}"
+            return f"{where} did not answer: {type(e).__name__}"
+        if wanted.identity_path is None:
+            return ""
         try:
             version = json.loads(data)
         except ValueError:
-            return f"/version answered something that is not JSON: {_short(data.decode('utf-8', 'replace'))}"
-        return version_mismatch(version if isinstance(version, dict) else {}, expected)
+            return f"{path} answered something that is not JSON: {_short(data.decode('utf-8', 'replace'))}"
+        return contract.identity_mismatch(version if isinstance(version, dict) else {}, expected, path=path,
+                                          loose=wanted.own)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _read(self, target: Target) -> client.V1Deployment:

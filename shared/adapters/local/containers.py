@@ -11,13 +11,10 @@ model_api's contract: port 5001, /readyz, /version, the sample files in its mode
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import tarfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 import docker
 import docker.errors
@@ -26,45 +23,14 @@ import requests
 import tenacity
 from docker.models.containers import Container
 
-from shared import ports
+from shared import contract, ports
 
-MODEL_API_PORT = 5001
-CONTRACT_LABEL = "dev.shipbot.contract"
+MODEL_API_PORT = contract.MODEL_API_PORT
 
 
-@dataclasses.dataclass(frozen=True)
-class Contract:
-    """How to check a running image (shipbot.toml [smoke], as the image's label carries it)."""
-
-    port: int = MODEL_API_PORT
-    ready_path: str = "/readyz"
-    identity_path: str | None = "/version"  # None: the image is identified by the digest that runs
-    score_path: str = "/score"
-    request: Any = None                     # the sample request (JSON); None: the model folder's file
-    expect_status: int = 200
-    expect_json: Any = None                 # what must come back; None: the model folder's file, if any
-    tolerance: float = 1e-6
-    expect_keys: tuple[str, ...] = ()
-    own: bool = False                       # from the image's label (else model_api's defaults)
-
-    @classmethod
-    def of_labels(cls, labels: dict[str, str] | None) -> Contract:
-        raw = (labels or {}).get(CONTRACT_LABEL)
-        if not raw:
-            return cls()
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-            fields = {f.name for f in dataclasses.fields(cls)} - {"own"}
-            known = {k: (tuple(v) if k == "expect_keys" else v) for k, v in doc.items() if k in fields}
-            return cls(**known, own=True)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"the image's {CONTRACT_LABEL} label is unusable: {e}") from None
-
-    @classmethod
-    def of(cls, container: Container) -> Contract:
-        return cls.of_labels(container.attrs.get("Config", {}).get("Labels"))
+def contract_of(container: Container) -> contract.Contract:
+    """The smoke contract of the image a container runs (its labels carry it)."""
+    return contract.Contract.of_labels(container.attrs.get("Config", {}).get("Labels"))
 
 
 class NotReady(Exception):
@@ -127,7 +93,7 @@ def create_model_api(client: docker.DockerClient, image_ref: str, *, name: str, 
         image = client.images.get(image_ref)
     except docker.errors.ImageNotFound:
         image = client.images.pull(image_ref)  # by digest: what was tested is what runs
-    port = Contract.of_labels(image.labels).port
+    port = contract.Contract.of_labels(image.labels).port
     published = {f"{port}/tcp": ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)}
     options = {"name": name, "detach": True, "labels": labels or {}, "environment": environment or {},
                "ports": published, "restart_policy": {"Name": "unless-stopped"} if restart else None}
@@ -146,7 +112,7 @@ def start(container: Container) -> str:
 
 def host_port(container: Container) -> int:
     container.reload()
-    port = Contract.of(container).port
+    port = contract_of(container).port
     bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
     for binding in bindings:
         if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and binding.get("HostPort"):
@@ -188,7 +154,7 @@ def await_ready(container: Container, base_url: str, *, deadline: float, budget_
     """Poll the contract's readiness path (model_api's /readyz) until 200 or `deadline` (a `clock` reading).
     Gives up at once when the container exits or model_api reports that its model failed to load (that state
     is final). Returns a reason, or ""."""
-    path = Contract.of(container).ready_path
+    path = contract_of(container).ready_path
     last = "no answer"
     with httpx.Client(timeout=2) as http:
         while True:
@@ -225,18 +191,7 @@ def check_version(base_url: str, expected: ports.Expectation, *, timeout: float,
         return f"{path} did not answer: {type(e).__name__}"
     if response.status_code != 200:
         return f"{path} answered {response.status_code}: {short(response.text)}"
-    version = _json(response)
-    if loose:  # an app's own identity route: its JSON names the release id or the commit, under any key
-        wanted = {expected.release_id, expected.commit} - {None}
-        if wanted and not wanted & {v for v in version.values() if isinstance(v, str)}:
-            return f"{path} names neither the release {expected.release_id} nor the commit {expected.commit}"
-        return ""
-    checks = [("release", "release_id", expected.release_id), ("model sha256", "model_sha256", expected.model_sha256),
-              ("commit", "git_commit", expected.commit)]
-    for what, field, wanted in checks:
-        if wanted is not None and version.get(field) != wanted:
-            return f"{path} reports {what} {version.get(field)}, expected {wanted}"
-    return ""
+    return contract.identity_mismatch(_json(response), expected, path=path, loose=loose)
 
 
 def short(text: str, limit: int = 200) -> str:

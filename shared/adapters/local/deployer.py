@@ -186,5 +186,5 @@ def _explain(e: Exception) -> str:
 
 def _identify(container: Container, url: str, expected: ports.Expectation, *, timeout: float) -> str:
     """Its identity route (the image's contract; model_api's /version) names the expected release."""
-    contract = containers.Contract.of(container)
+    contract = containers.contract_of(container)
     return containers.check_version(url, expected, timeout=timeout, path=contract.identity_path, loose=contract.own)

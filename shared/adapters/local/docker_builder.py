@@ -7,8 +7,8 @@ builds in a background thread, one build at a time, like a remote build service;
 notification continues the chain, `get_build` tells how a build went (UNKNOWN for ids this process never
 started: a restarted local host forgets its builds, as an expired ACR run would be forgotten).
 
-The build context comes from shared.buildcontext; the image gets only the model runtime its model file
-needs (MODEL_RUNTIMES). Docker SDK errors become shared.errors: a failed build is a BuildFailed (retrying
+What is built comes from shared.buildplan (the manifest's shape: model only, score.py or the app's own
+Dockerfile), as AcrTasksBuilder's does. Docker SDK errors become shared.errors: a failed build is a BuildFailed (retrying
 the same inputs will fail again), an engine or registry that does not answer is a TransientError. Fetching
 the inputs and pushing the image retry a TransientError (tenacity, backoff up to 5 s) for `retry_seconds`:
 a registry or storage account that is down for a moment delays a build, it does not fail it.
@@ -19,40 +19,22 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import datetime as dt
-import json
 import logging
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
 
 import docker
 import docker.errors
 import tenacity
 
-from shared import buildcontext, errors, manifest, modelfiles, ports
-from shared.adapters.local.containers import CONTRACT_LABEL
+from shared import buildplan, errors, ports
 
 LOG_TAIL_LINES = 30
-MODEL_API = Path(__file__).resolve().parents[3] / "model_api"  # ShipBot's own, as data: never imported
-SCORE_DOCKERFILE = "shipbot/Dockerfile"
-# What goes on top of model_api's Dockerfile for a score.py app: its requirements, its tree, its entry script.
-SCORE_LAYERS = """
-# -- shipbot.toml [serve]: the app's score.py, served by model_api ----------------------------------------------
-USER root
-COPY shipbot/app-requirements.txt /tmp/app-requirements.txt
-RUN if [ -s /tmp/app-requirements.txt ]; then pip install --no-cache-dir -r /tmp/app-requirements.txt; fi
-COPY app/ /var/azureml-app/app/
-ENV AZUREML_ENTRY_SCRIPT=/var/azureml-app/app/{entry_script}
-USER model-api
-"""
-MAX_CONTRACT_BYTES = 256 << 10
 LAST_LINES_IN_ERROR = 5
-DOCKERFILE = "model_api/Dockerfile"
+DOCKERFILE = buildplan.DOCKERFILE
 KEPT_BUILDS = 200  # finished builds remembered for get_build; older ones read as UNKNOWN
 log = logging.getLogger(__name__)
 
@@ -212,19 +194,13 @@ class DockerBuilder:
               model_sha256: str | None = None) -> BuiltImage:
         """Builds and pushes. `model_sha256`, when given, must match the model file (a release names its model
         by hash: building another file under its name would break "a release is a pure function")."""
-        found = modelfiles.model_files(request.model_dir)
-        if len(found) != 1:
-            raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
-        actual_sha256 = buildcontext.sha256_file(found[0])
-        if model_sha256 is not None and actual_sha256 != model_sha256:
-            raise errors.BuildFailed(f"the model file {found[0].name} has sha256 {actual_sha256}, the release "
-                                     f"expects {model_sha256}")
-        model_sha256 = actual_sha256
         build_id = build_id or _new_build_id()
         image = f"{request.repository}:{request.tag}"
-        app = manifest.load(request.source)  # a ManifestError fails the build with file, key and line
-        plan = (self._plan_app if app.shape == "image" else self._plan_model_api)(
-            request, app, image=image, build_id=build_id, model_sha256=model_sha256)
+        plan = buildplan.plan(buildplan.Inputs(  # a ManifestError fails the build with file, key and line
+            source=request.source, model_dir=request.model_dir, image=image, build_id=build_id,
+            model_name=request.model_name, model_version=request.model_version, model_sha256=model_sha256,
+            release_id=request.release_id or "", commit=request.git_commit or "", source_url=request.source_url or "",
+            base_image=self.base_image))
         started = time.perf_counter()
         with tempfile.TemporaryFile() as context:
             plan.write(context)
@@ -234,55 +210,8 @@ class DockerBuilder:
         built = time.perf_counter()
         digest = self._retrying(f"pushing {image}", lambda: self._push(request.repository, request.tag))
         return BuiltImage(repository=request.repository, tag=request.tag, digest=digest, build_id=build_id,
-                          model_sha256=model_sha256, build_seconds=built - started,
+                          model_sha256=plan.model_sha256, build_seconds=built - started,
                           push_seconds=time.perf_counter() - built)
-
-    def _plan_model_api(self, request: BuildRequest, app: manifest.Manifest, *, image: str, build_id: str,
-                        model_sha256: str) -> _Plan:
-        """model_api around the model (the source's model_api/), or ShipBot's own around a score.py app."""
-        build_args = {
-            "BASE_IMAGE": self.base_image,
-            "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(request.model_dir)),
-            "MODEL_NAME": request.model_name, "MODEL_VERSION": request.model_version,
-            "MODEL_SHA256": model_sha256, "GIT_COMMIT": request.git_commit or "",
-            "SOURCE_URL": request.source_url or "", "IMAGE_TAG": image, "BUILD_ID": build_id,
-            "RELEASE_ID": request.release_id or "",
-            "CREATED": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        if app.shape == "score":
-            assert app.serve is not None
-            requirements = manifest.pip_requirements(request.source, app.serve)
-            dockerfile_text = score_dockerfile(app.serve)
-            return _Plan(lambda out: buildcontext.write_score(
-                out, model_api=MODEL_API, app=request.source, model=request.model_dir, dockerfile=dockerfile_text,
-                requirements=requirements), SCORE_DOCKERFILE, build_args)
-        return _Plan(lambda out: buildcontext.write(out, source=request.source, model=request.model_dir),
-                     DOCKERFILE, build_args)
-
-    def _plan_app(self, request: BuildRequest, app: manifest.Manifest, *, image: str, build_id: str,
-                  model_sha256: str) -> _Plan:
-        """An app with its own Dockerfile: its context with the model at model_path, the SHIPBOT_* build args
-        (a Dockerfile uses those it declares) and ShipBot's OCI labels on the image."""
-        assert app.build is not None
-        context_dir = (request.source / app.build.context).resolve()
-        dockerfile = (request.source / app.build.dockerfile).resolve()
-        if not dockerfile.is_relative_to(context_dir):
-            raise errors.BuildFailed(f"{app.source}: [build] dockerfile {app.build.dockerfile} is outside the "
-                                     f"context {app.build.context}; the Docker engine and ACR Tasks need it inside")
-        build_args = {"SHIPBOT_RELEASE_ID": request.release_id or "", "SHIPBOT_GIT_COMMIT": request.git_commit or "",
-                      "SHIPBOT_MODEL_NAME": request.model_name, "SHIPBOT_MODEL_VERSION": request.model_version,
-                      "SHIPBOT_MODEL_SHA256": model_sha256}
-        labels = {"org.opencontainers.image.revision": request.git_commit or "",
-                  "org.opencontainers.image.source": request.source_url or "",
-                  "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "dev.shipbot.model.name": request.model_name, "dev.shipbot.model.version": request.model_version,
-                  "dev.shipbot.model.sha256": model_sha256, "dev.shipbot.release.id": request.release_id or "",
-                  "dev.shipbot.build.id": build_id,
-                  CONTRACT_LABEL: smoke_label(app, repo=request.source, model_dir=request.model_dir)}
-        model_path = app.build.model_path
-        return _Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=request.model_dir,
-                                                        model_path=model_path),
-                     dockerfile.relative_to(context_dir).as_posix(), build_args, app.build.target, labels)
 
     def _retrying(self, what: str, call):
         """`call()`, again after a TransientError until `retry_seconds` have passed (then that error)."""
@@ -321,48 +250,6 @@ class DockerBuilder:
         if not digest:
             raise errors.TransientError(f"push of {repository}:{tag} reported no digest")
         return digest
-
-
-class _Plan(NamedTuple):
-    """How one image is built: what writes its context, its Dockerfile in it, args, target and labels."""
-
-    write: Callable[[BinaryIO], None]
-    dockerfile: str
-    build_args: dict[str, str]
-    target: str | None = None
-    labels: dict[str, str] | None = None
-
-
-def score_dockerfile(serve: manifest.Serve) -> str:
-    """model_api's Dockerfile with the layers of a score.py app on top."""
-    return (MODEL_API / "Dockerfile").read_text() + SCORE_LAYERS.format(entry_script=serve.entry_script)
-
-
-def smoke_label(app: manifest.Manifest, *, repo: Path, model_dir: Path) -> str:
-    """The image's smoke contract, as its label: [smoke] with the sample request and the expected answer
-    inline, so the smoke test and every rollout check need nothing but the image."""
-    smoke = app.smoke
-
-    def sample(name: str, key: str) -> object:
-        for folder in (repo, model_dir):  # the repository's file first, then the model's
-            path = folder / name
-            if path.is_file() and not path.is_symlink():
-                try:
-                    return json.loads(path.read_text(encoding="utf-8"))
-                except ValueError as e:
-                    raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is not JSON: {e}") from None
-        raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is neither in the repository nor in the "
-                                 "model's folder")
-
-    doc = {"port": smoke.port, "ready_path": smoke.ready_path, "identity_path": smoke.identity_path,
-           "score_path": smoke.score_path, "request": sample(smoke.request, "request"),
-           "expect_status": smoke.expect_status, "tolerance": smoke.tolerance, "expect_keys": smoke.expect_keys,
-           "expect_json": sample(smoke.expect_json, "expect_json") if smoke.expect_json else None}
-    text = json.dumps(doc, separators=(",", ":"))
-    if len(text) > MAX_CONTRACT_BYTES:
-        raise errors.BuildFailed(f"{app.source}: the sample request and answer take {len(text)} bytes; the "
-                                 f"image label that carries them holds {MAX_CONTRACT_BYTES}")
-    return text
 
 
 def _new_build_id() -> str:

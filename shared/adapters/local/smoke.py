@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -26,12 +25,11 @@ import docker.errors
 import httpx
 
 from shared import errors, ports
+from shared.contract import Contract, first_difference
 from shared.adapters.local import containers
 
 MODEL_DIR = "/var/azureml-app/model"
 REQUEST_FILE, RESPONSE_FILE = "sample-request.json", "sample-response.json"
-REL_TOLERANCE = 1e-6
-ABS_TOLERANCE = 1e-12  # so that an expected 0.0 does not demand an exact 0.0
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +66,7 @@ class DockerSmokeRunner:
         try:
             container = self._create(ref, name, expected)
             try:
-                contract = containers.Contract.of(container)
+                contract = containers.contract_of(container)
                 sample, wanted = contract.request, contract.expect_json
                 if not contract.own:  # model_api: the sample files travel in its model folder
                     sample = json.loads(containers.read_file(container, f"{MODEL_DIR}/{REQUEST_FILE}"))
@@ -113,7 +111,7 @@ class DockerSmokeRunner:
         except docker.errors.NotFound:
             raise errors.NotFound(f"image {ref} is not in the registry") from None
 
-    def _score(self, base_url: str, contract: containers.Contract, sample: Any, wanted: Any, *,
+    def _score(self, base_url: str, contract: Contract, sample: Any, wanted: Any, *,
                timeout: float) -> str:
         what = f"POST {contract.score_path}"
         if timeout <= 0:
@@ -138,45 +136,6 @@ class DockerSmokeRunner:
             return ""
         difference = first_difference(scored, wanted, rel_tol=contract.tolerance)
         return f"score differs from {RESPONSE_FILE} at {difference}" if difference else ""
-
-
-def first_difference(got: Any, wanted: Any, path: str = "", *, rel_tol: float = REL_TOLERANCE) -> str:
-    """Where `got` first differs from `wanted` ("" if nowhere), numbers compared within `rel_tol`:
-    e.g. "result[3]: 1.0 vs 2.0 expected"."""
-    here = path or "the top level"
-    if _is_number(wanted):
-        if not _is_number(got):
-            return f"{here}: {_show(got)} vs {_show(wanted)} expected"
-        if not math.isclose(got, wanted, rel_tol=rel_tol, abs_tol=ABS_TOLERANCE):
-            return f"{here}: {_show(got)} vs {_show(wanted)} expected"
-        return ""
-    if isinstance(wanted, list):
-        if not isinstance(got, list):
-            return f"{here}: {_show(got)} vs a list expected"
-        if len(got) != len(wanted):
-            return f"{here}: {len(got)} values vs {len(wanted)} expected"
-        for i, (g, w) in enumerate(zip(got, wanted)):
-            if found := first_difference(g, w, f"{path}[{i}]", rel_tol=rel_tol):
-                return found
-        return ""
-    if isinstance(wanted, dict):
-        if not isinstance(got, dict):
-            return f"{here}: {_show(got)} vs an object expected"
-        for key, w in wanted.items():
-            if key not in got:
-                return f"{here}: no {key!r}"
-            if found := first_difference(got[key], w, f"{path}.{key}" if path else key, rel_tol=rel_tol):
-                return found
-        return ""
-    return "" if got == wanted else f"{here}: {_show(got)} vs {_show(wanted)} expected"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _show(value: Any) -> str:
-    return containers.short(json.dumps(value), 40)
 
 
 def _remove(container) -> None:

@@ -1,0 +1,155 @@
+"""How one release image is built, whichever builder builds it (the Docker engine here, ACR Tasks in Azure).
+
+`plan(Inputs)` reads the checkout's manifest (shared.manifest) and answers with a Plan: what writes the build
+context (shared.buildcontext), the Dockerfile's path in it, the build args, the target stage and the labels.
+Both builders turn the same Plan into the same image, so the context tar, args and labels never differ
+between the local stack and Azure.
+
+    model only  the source's model_api/ around the model; model_api's Dockerfile sets the labels from the args
+    score.py    ShipBot's model_api/ around the app's score.py, its requirements on top; the contract label
+    own image   the app's context with the model at model_path, the SHIPBOT_* args (a Dockerfile uses those it
+                declares) and ShipBot's OCI labels, the smoke contract among them
+
+Before anything is planned the model folder must hold exactly one model file, with the sha256 the release
+names: building another file under its name would break "a release is a pure function of its inputs".
+A bad manifest is a ManifestError (file, key and line); anything else that cannot be built is a BuildFailed.
+Reads files; no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from shared import buildcontext, contract, errors, manifest, modelfiles
+
+MODEL_API = Path(__file__).resolve().parents[1] / "model_api"  # ShipBot's own, as data: never imported
+DOCKERFILE = "model_api/Dockerfile"
+SCORE_DOCKERFILE = "shipbot/Dockerfile"
+# What goes on top of model_api's Dockerfile for a score.py app: its requirements, its tree, its entry script.
+SCORE_LAYERS = """
+# -- shipbot.toml [serve]: the app's score.py, served by model_api ----------------------------------------------
+USER root
+COPY shipbot/app-requirements.txt /tmp/app-requirements.txt
+RUN if [ -s /tmp/app-requirements.txt ]; then pip install --no-cache-dir -r /tmp/app-requirements.txt; fi
+COPY app/ /var/azureml-app/app/
+ENV AZUREML_ENTRY_SCRIPT=/var/azureml-app/app/{entry_script}
+USER model-api
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    source: Path        # the release's source at its commit
+    model_dir: Path     # the model folder: exactly one model file, plus its sample files
+    image: str          # repository:tag it is pushed as
+    build_id: str
+    model_name: str
+    model_version: str
+    model_sha256: str | None = None  # what the release names; None: whatever the file hashes to
+    release_id: str = ""
+    commit: str = ""
+    source_url: str = ""
+    base_image: str = "python:3.11-slim"
+    created: str | None = None       # ISO time for the labels; None: now
+
+
+class Plan(NamedTuple):
+    write: Callable[[BinaryIO], None]  # writes the context tar
+    dockerfile: str                    # its path in the context
+    build_args: dict[str, str]
+    target: str | None
+    labels: dict[str, str]             # set by the builder (empty: the Dockerfile sets its own)
+    model_sha256: str
+    shape: manifest.Shape
+
+
+def plan(inputs: Inputs) -> Plan:
+    found = modelfiles.model_files(inputs.model_dir)
+    if len(found) != 1:
+        raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
+    sha256 = buildcontext.sha256_file(found[0])
+    if inputs.model_sha256 is not None and sha256 != inputs.model_sha256:
+        raise errors.BuildFailed(f"the model file {found[0].name} has sha256 {sha256}, the release expects "
+                                 f"{inputs.model_sha256}")
+    created = inputs.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    app = manifest.load(inputs.source)
+    if app.shape == "image":
+        return _own_image(inputs, app, sha256, created)
+    args = {
+        "BASE_IMAGE": inputs.base_image, "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(inputs.model_dir)),
+        "MODEL_NAME": inputs.model_name, "MODEL_VERSION": inputs.model_version, "MODEL_SHA256": sha256,
+        "GIT_COMMIT": inputs.commit, "SOURCE_URL": inputs.source_url, "IMAGE_TAG": inputs.image,
+        "BUILD_ID": inputs.build_id, "RELEASE_ID": inputs.release_id, "CREATED": created,
+    }
+    if app.shape == "model":
+        return Plan(lambda out: buildcontext.write(out, source=inputs.source, model=inputs.model_dir), DOCKERFILE,
+                    args, None, {}, sha256, app.shape)
+    assert app.serve is not None
+    requirements = manifest.pip_requirements(inputs.source, app.serve)
+    dockerfile = score_dockerfile(app.serve)
+    label = smoke_label(app, repo=inputs.source, model_dir=inputs.model_dir)
+    return Plan(lambda out: buildcontext.write_score(out, model_api=MODEL_API, app=inputs.source,
+                                                     model=inputs.model_dir, dockerfile=dockerfile,
+                                                     requirements=requirements),
+                SCORE_DOCKERFILE, args, None, {contract.LABEL: label}, sha256, app.shape)
+
+
+def _own_image(inputs: Inputs, app: manifest.Manifest, sha256: str, created: str) -> Plan:
+    assert app.build is not None
+    context_dir = (inputs.source / app.build.context).resolve()
+    dockerfile = (inputs.source / app.build.dockerfile).resolve()
+    if not dockerfile.is_relative_to(context_dir):
+        raise errors.BuildFailed(f"{app.source}: [build] dockerfile {app.build.dockerfile} is outside the context "
+                                 f"{app.build.context}; the Docker engine and ACR Tasks need it inside")
+    args = {"SHIPBOT_RELEASE_ID": inputs.release_id, "SHIPBOT_GIT_COMMIT": inputs.commit,
+            "SHIPBOT_MODEL_NAME": inputs.model_name, "SHIPBOT_MODEL_VERSION": inputs.model_version,
+            "SHIPBOT_MODEL_SHA256": sha256}
+    labels = {"org.opencontainers.image.revision": inputs.commit,
+              "org.opencontainers.image.source": inputs.source_url,
+              "org.opencontainers.image.created": created,
+              "dev.shipbot.model.name": inputs.model_name, "dev.shipbot.model.version": inputs.model_version,
+              "dev.shipbot.model.sha256": sha256, "dev.shipbot.release.id": inputs.release_id,
+              "dev.shipbot.build.id": inputs.build_id,
+              contract.LABEL: smoke_label(app, repo=inputs.source, model_dir=inputs.model_dir)}
+    model_path = app.build.model_path
+    return Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=inputs.model_dir,
+                                                   model_path=model_path),
+                dockerfile.relative_to(context_dir).as_posix(), args, app.build.target, labels, sha256, app.shape)
+
+
+def score_dockerfile(serve: manifest.Serve) -> str:
+    """model_api's Dockerfile with the layers of a score.py app on top."""
+    return (MODEL_API / "Dockerfile").read_text() + SCORE_LAYERS.format(entry_script=serve.entry_script)
+
+
+def smoke_label(app: manifest.Manifest, *, repo: Path, model_dir: Path) -> str:
+    """The image's smoke contract, as its label: [smoke] with the sample request and the expected answer
+    inline, so the smoke test and every rollout check need nothing but the image."""
+    smoke = app.smoke
+
+    def sample(name: str, key: str) -> object:
+        for folder in (repo, model_dir):  # the repository's file first, then the model's
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                try:
+                    return json.loads(path.read_text(encoding="utf-8"))
+                except ValueError as e:
+                    raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is not JSON: {e}") from None
+        raise errors.BuildFailed(f"{app.source}: [smoke] {key} {name} is neither in the repository nor in the "
+                                 "model's folder")
+
+    assert smoke.port is not None and smoke.ready_path is not None  # the manifest's effective defaults
+    text = contract.Contract(
+        port=smoke.port, ready_path=smoke.ready_path, identity_path=smoke.identity_path,
+        score_path=smoke.score_path, request=sample(smoke.request, "request"), expect_status=smoke.expect_status,
+        expect_json=sample(smoke.expect_json, "expect_json") if smoke.expect_json else None,
+        tolerance=smoke.tolerance, expect_keys=tuple(smoke.expect_keys)).label()
+    if len(text) > contract.MAX_LABEL_BYTES:
+        raise errors.BuildFailed(f"{app.source}: the sample request and answer take {len(text)} bytes; the "
+                                 f"image label that carries them holds {contract.MAX_LABEL_BYTES}")
+    return text
