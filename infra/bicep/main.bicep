@@ -106,6 +106,11 @@ param productionNamespace string = 'production'
 param deploymentName string = 'app'
 
 param containerName string = 'model-api'
+@description('The port the app\'s container listens on, as its shipbot.toml [smoke] port says (model_api: 5001).')
+param containerPort int = 5001
+@description('Its readiness path ([smoke] ready_path); its liveness path, empty for none.')
+param readinessPath string = '/readyz'
+param livenessPath string = '/healthz'
 param serviceName string = 'app'
 param servicePort int = 80
 
@@ -344,6 +349,9 @@ module kubernetes 'modules/kubernetes.bicep' = {
     productionNamespace: productionNamespace
     deploymentName: deploymentName
     containerName: containerName
+    containerPort: containerPort
+    readinessPath: readinessPath
+    livenessPath: livenessPath
     serviceName: serviceName
     servicePort: servicePort
     serviceProxyName: serviceProxyName

@@ -30,6 +30,15 @@ param serviceName string
 
 param servicePort int
 
+@description('The port the app listens on: shipbot.toml [smoke] port (model_api: 5001).')
+param containerPort int
+
+@description('The app\'s readiness path, probed by the kubelet: [smoke] ready_path (model_api: /readyz).')
+param readinessPath string
+
+@description('The app\'s liveness path; empty for no liveness probe (model_api: /healthz).')
+param livenessPath string
+
 @description('The Service as ShipBot\'s proxy URL names it (SHIPBOT_K8S_SERVICE): <name>:<port number or name>.')
 param serviceProxyName string
 
@@ -47,7 +56,6 @@ var namespaces = [
   productionNamespace
 ]
 
-var containerPort = 5001 // model_api's port (model_api/Dockerfile)
 
 var namespaceObjects = [for ns in namespaces: {
   apiVersion: 'v1'
@@ -166,14 +174,14 @@ var deployments = [for ns in namespaces: {
             ]
             readinessProbe: {
               httpGet: {
-                path: '/readyz'
+                path: readinessPath
                 port: 'http'
               }
               periodSeconds: 5
             }
-            livenessProbe: {
+            livenessProbe: empty(livenessPath) ? null : {
               httpGet: {
-                path: '/healthz'
+                path: livenessPath
                 port: 'http'
               }
               initialDelaySeconds: 30
