@@ -148,7 +148,8 @@ def smoke_label(app: manifest.Manifest, *, repo: Path, model_dir: Path) -> str:
         port=smoke.port, ready_path=smoke.ready_path, identity_path=smoke.identity_path,
         score_path=smoke.score_path, request=sample(smoke.request, "request"), expect_status=smoke.expect_status,
         expect_json=sample(smoke.expect_json, "expect_json") if smoke.expect_json else None,
-        tolerance=smoke.tolerance, expect_keys=tuple(smoke.expect_keys)).label()
+        tolerance=smoke.tolerance, expect_keys=tuple(smoke.expect_keys), ready_seconds=smoke.ready_seconds,
+        request_seconds=smoke.request_seconds).label()
     if len(text) > contract.MAX_LABEL_BYTES:
         raise errors.BuildFailed(f"{app.source}: the sample request and answer take {len(text)} bytes; the "
                                  f"image label that carries them holds {contract.MAX_LABEL_BYTES}")

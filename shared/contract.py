@@ -39,6 +39,8 @@ class Contract:
     expect_json: Any = None                 # what must come back; None: the model folder's file, if any
     tolerance: float = REL_TOLERANCE
     expect_keys: tuple[str, ...] = ()
+    ready_seconds: float | None = None      # how long it may take to get ready; None: the checker's budget
+    request_seconds: float | None = None    # how long the sample request may take; None: what is left
     own: bool = False                       # from the image's label (else model_api's defaults)
 
     @classmethod

@@ -6,9 +6,9 @@ Python then), in the release image itself for model_api (no contract label: its 
 Invoked as `python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" <this file, base64> <config>`,
 where config is base64 JSON: {"url", "budget", "release_id", "model_sha256", "commit"} and the contract
 (shared.contract: "ready_path", "identity_path", "score_path", "request", "expect_status", "expect_json",
-"tolerance", "expect_keys", "own"), or "model_dir" to read the samples from. It waits for the readiness path,
-checks the identity route against the expectation, POSTs the sample request and checks the answer as
-DockerSmokeRunner does (shared.adapters.local.smoke), then prints one line
+"tolerance", "expect_keys", "ready_seconds", "request_seconds", "own"), or "model_dir" to read the samples
+from. It waits for the readiness path, checks the identity route against the expectation, POSTs the sample
+request and checks the answer as DockerSmokeRunner does (shared.adapters.local.smoke), then prints one line
 `SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": [[name, seconds], ...]}` and exits 0 when it passed, 1
 when it did not.
 """
@@ -58,7 +58,9 @@ def check(config, deadline, step):
         except ValueError as e:
             return f"the image's sample files are unusable: {short(str(e))}"
 
-    reason = await_ready(url, config.get("ready_path") or "/readyz", deadline, budget)
+    ready_budget = min(budget, float(config.get("ready_seconds") or budget))
+    reason = await_ready(url, config.get("ready_path") or "/readyz", min(deadline, time.monotonic() + ready_budget),
+                         ready_budget)
     step("ready")
     if reason:
         return reason
@@ -67,7 +69,9 @@ def check(config, deadline, step):
     step("version")
     if reason:
         return reason
-    reason = score(url, config, sample, wanted, timeout=deadline - time.monotonic(), budget=budget)
+    left = deadline - time.monotonic()
+    reason = score(url, config, sample, wanted, timeout=min(left, float(config.get("request_seconds") or left)),
+                   budget=budget)
     step("score")
     return reason
 

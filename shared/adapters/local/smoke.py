@@ -81,8 +81,9 @@ class DockerSmokeRunner:
             base_url = f"http://127.0.0.1:{containers.host_port(container)}"
             step("start")
 
-            reason = containers.await_ready(container, base_url, deadline=deadline,
-                                            budget_seconds=self.budget_seconds, clock=self.clock)
+            ready_budget = min(self.budget_seconds, contract.ready_seconds or self.budget_seconds)
+            reason = containers.await_ready(container, base_url, deadline=min(deadline, self.clock() + ready_budget),
+                                            budget_seconds=ready_budget, clock=self.clock)
             step("ready")
             if reason:
                 return verdict(reason)
@@ -93,7 +94,8 @@ class DockerSmokeRunner:
             if reason:
                 return verdict(reason)
 
-            reason = self._score(base_url, contract, sample, wanted, timeout=deadline - self.clock())
+            left = deadline - self.clock()
+            reason = self._score(base_url, contract, sample, wanted, timeout=min(left, contract.request_seconds or left))
             step("score")
             return verdict(reason)
         except containers.ENGINE_ERRORS as e:
