@@ -1,16 +1,24 @@
-"""bench/apps: what an app with its own Dockerfile costs to build (samples/flask-app).
+"""bench/apps: what an app with its own Dockerfile costs (samples/flask-app).
 
-Builds the Flask sample's release image on the local Docker engine and pushes it to the local registry:
-cold (no layer cache: its dependencies come from PyPI), then model-only (a new model version, same code:
-only the model layer and the release metadata are rebuilt), and reports the model-only build as a share
-of the cold one. Needs the local stack (`make stack`). Prints figures only.
+build     builds the Flask sample's release image on the local Docker engine and pushes it to the local
+          registry: cold (no layer cache: its dependencies come from PyPI), then model-only (a new model
+          version, same code: only the model layer and the release metadata are rebuilt), and reports the
+          model-only build as a share of the cold one.
+release   the whole chain for the Flask sample on the real local host (tests/integration/release_stack.Bot:
+          its own ledger, repository and environments; a host `shipbot up` started is stopped meanwhile and
+          started again after): the app is pushed, then each run uploads a new model version and times
+          upload finished -> staging's /about names the new release (polled every 50 ms). p50 and max.
 
-    python bench/apps.py
+Needs the local stack (`make stack`). Prints figures only.
+
+    python bench/apps.py [build|release] [--runs 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +47,55 @@ def build(builder: DockerBuilder, source: Path, model_dir: Path, version: str) -
     return time.perf_counter() - started
 
 
+def release(runs: int) -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    import httpx
+    from release_stack import Bot, previous_host
+
+    previous = previous_host()
+    totals: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="shipbot-bench-release-") as tmp:
+        bot = Bot(Path(tmp), app=ROOT / "samples/flask-app").start()
+        try:
+            bot.commit_and_push("the Flask app")
+            for version in range(1, runs + 2):  # the first warms the layer cache: not counted
+                folder = model(Path(tmp, f"m{version}"), 1.0 / version)
+                bot.upload_model(folder, str(version))
+                uploaded = time.perf_counter()
+                planned = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == str(version),
+                                           what=f"model v{version} planned")
+                url = f"http://127.0.0.1:{bot.ports['staging']}/about"
+                while _about(httpx, url).get("release_id") != planned["id"]:
+                    if bot.release(planned["id"])["status"] == "failed":
+                        raise SystemExit(f"{planned['id']} failed: {bot.release(planned['id'])['reason']}")
+                    time.sleep(0.05)  # polling for the figure, not synchronising a test
+                took = time.perf_counter() - uploaded
+                print(f"model v{version}: upload -> staging serves {planned['id']}  {took:5.1f} s"
+                      + ("  (warm-up, not counted)" if version == 1 else ""))
+                totals += [took] if version > 1 else []
+        finally:
+            bot.stop()
+            if previous is not None:
+                from stack import lifecycle
+                lifecycle.up(previous)
+    print(f"flask-app upload -> staging: p50 {statistics.median(totals):.1f} s, max {max(totals):.1f} s "
+          f"over {len(totals)} runs")
+
+
+def _about(httpx, url: str) -> dict:
+    try:
+        return httpx.get(url, timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=("build", "release"), default="build")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.what == "release":
+        return release(args.runs)
     client = docker.from_env()
     with tempfile.TemporaryDirectory(prefix="shipbot-bench-apps-") as tmp:
         source = Path(tmp, "app")
