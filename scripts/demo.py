@@ -9,7 +9,10 @@
    smoke-tested and rolled out to staging. The demo follows the release's ledger history as it happens.
 4. The release is promoted to production (what the nightly timer does at 02:00 UTC).
 5. Model v<n+1> is uploaded: staging moves to it, production stays.
-6. The status table, and the URLs. The stack keeps running; `shipbot down` stops it.
+6. The developer replaces the app with one that is not model_api: samples/flask-app, its own Dockerfile and
+   routes (shipbot.toml). ShipBot builds it with that Dockerfile and the current model, smoke-tests it through
+   its own /healthcheck, /score and /about, and rolls it out to staging; production keeps model_api.
+7. The status table, and the URLs. The stack keeps running; `shipbot down` stops it.
 
 Run again, it uploads the next two model versions (each with its own weights, so each is a new release).
 """
@@ -60,14 +63,29 @@ def app_repository(secret_file: Path, webhook_url: str) -> None:
         git("config", "user.name", "Demo Developer")
         git("config", "user.email", "dev@shipbot.local")
         git("checkout", "--quiet", "-B", "main")
-    shutil.rmtree(WORK / "model_api", ignore_errors=True)
-    shutil.copytree(ROOT / "model_api", WORK / "model_api", ignore=shutil.ignore_patterns("__pycache__"))
+    commit_app([ROOT / "model_api"], "app: model_api from the ShipBot repository")
+    print(f"app repository {BARE} (post-receive hook -> {webhook_url})")
+    push()
+
+
+def commit_app(trees: list[Path], message: str, *, into_root: bool = False) -> str:
+    """Makes the work tree hold exactly `trees` (each as a folder of its name, or its files at the root) and
+    commits what changed; the head sha."""
+    for path in WORK.iterdir():
+        if path.name != ".git":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for tree in trees:
+        shutil.copytree(tree, WORK if into_root else WORK / tree.name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     git("add", "-A")
     if git("status", "--porcelain"):
-        git("commit", "--quiet", "-m", "app: model_api from the ShipBot repository")
-    print(f"app repository {BARE} (post-receive hook -> {webhook_url})")
-    push = subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=WORK, capture_output=True, text=True)
-    print("  " + (push.stderr.strip() or "git push: already up to date").replace("\n", "\n  "))
+        git("commit", "--quiet", "-m", message)
+    return git("rev-parse", "HEAD")
+
+
+def push() -> None:
+    done = subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=WORK, capture_output=True, text=True)
+    print("  " + (done.stderr.strip() or "git push: already up to date").replace("\n", "\n  "))
 
 
 def train(version: int) -> Path:
@@ -99,13 +117,16 @@ def next_version(service: BlobServiceClient) -> int:
     return max(versions, default=0) + 1
 
 
-def follow(client: api.Client, environment: str, *, model_version: int, quiet: bool = False) -> dict:
-    """Prints the ledger history of the release that ships `model_version` until `environment` runs it."""
+def follow(client: api.Client, environment: str, *, model_version: int | None = None, commit: str | None = None,
+           quiet: bool = False) -> dict:
+    """Prints the ledger history of the release that ships `model_version` (or `commit`) until `environment`
+    runs it."""
     deadline, release = time.monotonic() + TIMEOUT_S, None
+    wanted = (lambda r: r.get("commit") == commit) if commit else (
+        lambda r: (r.get("model") or {}).get("version") == str(model_version))
     while time.monotonic() < deadline:
         if release is None:
-            release = next((r for r in client.list_releases(limit=20)
-                            if (r.get("model") or {}).get("version") == str(model_version)), None)
+            release = next((r for r in client.list_releases(limit=20) if wanted(r)), None)
         else:
             release = client.get_release(release["id"])
         if release:
@@ -118,14 +139,22 @@ def follow(client: api.Client, environment: str, *, model_version: int, quiet: b
             if (env.get("current") or {}).get("release_id") == release["id"]:
                 return release
         time.sleep(0.5)  # polling the API for the demo's display, not synchronising a test
-    raise SystemExit(f"model v{model_version} did not reach {environment} within {TIMEOUT_S} s")
+    raise SystemExit(f"{f'commit {commit[:12]}' if commit else f'model v{model_version}'} did not reach "
+                     f"{environment} within {TIMEOUT_S} s")
 
 
 def score(url: str, sample: Path) -> str:
+    """What the environment runs, by its identity route (model_api's /version, the Flask app's /about), and the
+    first value its /score gives for the sample."""
     body = sample.read_bytes()
-    version = httpx.get(f"{url}/version", timeout=5).json()
-    result = httpx.post(f"{url}/score", content=body, timeout=5).json()["result"]
-    return f"model v{version['model_version']} {version['release_id']}: /score -> [{result[0]:.2f}, ...]"
+    result = httpx.post(f"{url}/score", content=body, headers={"Content-Type": "application/json"},
+                        timeout=5).json()["result"]
+    version = httpx.get(f"{url}/version", timeout=5)
+    if version.status_code == 200:
+        who = f"model_api, model v{version.json()['model_version']}, {version.json()['release_id']}"
+    else:
+        who = f"flask-app, {httpx.get(f'{url}/about', timeout=5).json()['release_id']}"
+    return f"{who}: /score -> [{result[0]:.2f}, ...]"
 
 
 def connect() -> tuple[api.Client, BlobServiceClient]:
@@ -157,6 +186,16 @@ def main() -> int:
     say(f"model v{first + 1}: staging moves, production stays")
     upload(service, first + 1)
     follow(client, "staging", model_version=first + 1)
+
+    say("the developer ships an app that is not model_api: samples/flask-app, its own Dockerfile and routes")
+    sha = commit_app([ROOT / "samples" / "flask-app"], "app: the Flask sample (own Dockerfile, shipbot.toml)",
+                     into_root=True)
+    started = time.monotonic()
+    push()
+    release = follow(client, "staging", commit=sha)
+    print(f"staging runs the Flask app, {release['id']}, after {time.monotonic() - started:.0f} s "
+          "(on a fresh machine its first build also installs Flask and gunicorn from PyPI); production keeps "
+          "model_api")
 
     say("status")
     cli.main(["status"])
