@@ -10,6 +10,11 @@ between the local stack and Azure.
     own image   the app's context with the model at model_path, the SHIPBOT_* args (a Dockerfile uses those it
                 declares) and ShipBot's OCI labels, the smoke contract among them
 
+A release is keyed by (commit, model, recipe): the commit pins shipbot.toml and the Dockerfile, so a commit that
+changes either is a new release, and the same inputs delivered again never build twice. The image also
+carries the effective manifest's fingerprint (MANIFEST_LABEL: shipbot.toml with its defaults filled in, and
+the own image's Dockerfile), so an operator can tell which settings built it.
+
 Before anything is planned the model folder must hold exactly one model file, with the sha256 the release
 names: building another file under its name would break "a release is a pure function of its inputs".
 A bad manifest is a ManifestError (file, key and line); anything else that cannot be built is a BuildFailed.
@@ -30,6 +35,7 @@ from shared import buildcontext, contract, errors, manifest, modelfiles
 MODEL_API = Path(__file__).resolve().parents[1] / "model_api"  # ShipBot's own, as data: never imported
 DOCKERFILE = "model_api/Dockerfile"
 SCORE_DOCKERFILE = "shipbot/Dockerfile"
+MANIFEST_LABEL = "dev.shipbot.manifest.sha256"  # the effective manifest (and Dockerfile) that built the image
 # What goes on top of model_api's Dockerfile for a score.py app: its requirements, its tree, its entry script.
 SCORE_LAYERS = """
 # -- shipbot.toml [serve]: the app's score.py, served by model_api ----------------------------------------------
@@ -96,7 +102,8 @@ def plan(inputs: Inputs) -> Plan:
     return Plan(lambda out: buildcontext.write_score(out, model_api=MODEL_API, app=inputs.source,
                                                      model=inputs.model_dir, dockerfile=dockerfile,
                                                      requirements=requirements),
-                SCORE_DOCKERFILE, args, None, {contract.LABEL: label}, sha256, app.shape)
+                SCORE_DOCKERFILE, args, None, {contract.LABEL: label, MANIFEST_LABEL: app.fingerprint(inputs.source)},
+                sha256, app.shape)
 
 
 def _own_image(inputs: Inputs, app: manifest.Manifest, sha256: str, created: str) -> Plan:
@@ -115,7 +122,8 @@ def _own_image(inputs: Inputs, app: manifest.Manifest, sha256: str, created: str
               "dev.shipbot.model.name": inputs.model_name, "dev.shipbot.model.version": inputs.model_version,
               "dev.shipbot.model.sha256": sha256, "dev.shipbot.release.id": inputs.release_id,
               "dev.shipbot.build.id": inputs.build_id,
-              contract.LABEL: smoke_label(app, repo=inputs.source, model_dir=inputs.model_dir)}
+              contract.LABEL: smoke_label(app, repo=inputs.source, model_dir=inputs.model_dir),
+              MANIFEST_LABEL: app.fingerprint(inputs.source)}
     model_path = app.build.model_path
     return Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=inputs.model_dir,
                                                    model_path=model_path),

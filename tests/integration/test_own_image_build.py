@@ -5,6 +5,7 @@ readiness and identity routes); a bad manifest fails the build with file, key an
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import buildcontext, errors, ports
+from shared import buildcontext, buildplan, errors, manifest, ports
 from shared.adapters.local import containers
 from shared.adapters.local.deployer import DockerDeployer
 from shared.adapters.local.docker_builder import DockerBuilder
@@ -82,6 +83,9 @@ def test_an_own_dockerfile_builds_with_the_model_at_its_path_and_shipbots_labels
     assert image.labels["dev.shipbot.release.id"] == request.release_id
     assert image.labels["dev.shipbot.model.sha256"] == model.sha256
     assert image.labels["org.opencontainers.image.revision"] == commit
+    with tempfile.TemporaryDirectory() as tree:  # the effective manifest and Dockerfile that built it
+        GitSource(repo=repo).archive(commit, Path(tree))
+        assert image.labels[buildplan.MANIFEST_LABEL] == manifest.load(Path(tree)).fingerprint(Path(tree))
     ref = f"{request.repository}@{build.digest}"
     listing = localstack.docker_client().containers.run(
         ref, ["sh", "-c", "ls weights; sha256sum weights/model.joblib; echo $RELEASE_ID $MODEL_SHA256"],
