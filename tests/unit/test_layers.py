@@ -48,8 +48,22 @@ def test_functions_only_translate():
                                         for p in (ROOT / package).rglob("*.py")),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_what_the_shipbot_package_installs_never_imports_model_api(path):
-    """pyproject.toml installs cli, stack, shared and functions; model_api ships only inside release images."""
+    """cli, stack, shared and functions never import model_api: it ships inside release images, and as the
+    data shared/buildplan.py puts into a score.py app's build context."""
     assert not any(name == "model_api" or name.startswith("model_api.") for name in imports(path))
+
+
+def test_the_package_carries_model_api_as_data_with_its_dockerfile_and_requirements():
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "model_api" in setuptools["packages"]["find"]["include"]
+    data = setuptools["package-data"]["model_api"]
+    from shared import buildplan
+
+    assert buildplan.MODEL_API == ROOT / "model_api"
+    for name in ("Dockerfile", "requirements.txt", "requirements-sklearn.txt", "requirements-onnx.txt"):
+        assert any(Path(name).match(pattern) for pattern in data), name
 
 
 def test_the_core_and_model_api_agree_on_model_files_and_their_runtimes(tmp_path):
