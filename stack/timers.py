@@ -29,7 +29,7 @@ from typing import Protocol
 import azure.functions as func
 from azure.functions import timer as azf_timer
 
-from stack import ncrontab
+from shared import ncrontab
 from stack.functions import Function
 
 log = logging.getLogger("stack.timers")

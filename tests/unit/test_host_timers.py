@@ -11,7 +11,7 @@ import azure.functions as func
 import httpx
 import pytest
 
-from stack import ncrontab
+from shared import ncrontab
 from stack.config import ConfigError
 from stack.host import Host
 from stack.keys import HostKeys

@@ -1,4 +1,5 @@
-"""NCRONTAB schedules, as the Azure Functions timer trigger reads them: six fields (or five), UTC.
+"""NCRONTAB schedules, as the Azure Functions timer trigger reads them: six fields (or five), UTC (or the time zone
+an environment's schedule names).
 
     {second} {minute} {hour} {day} {month} {day-of-week}       e.g. "0 30 2 * * *" (02:30:00 every day)
     {minute} {hour} {day} {month} {day-of-week}                e.g. "30 2 * * *"   (the same, seconds 0)
@@ -14,6 +15,7 @@ module only holds NCRONTAB's differences from Vixie cron:
 - a TimeSpan (`hh:mm:ss`) is refused with the host's message: ShipBot runs on Flex Consumption, where the host
   takes CRON expressions only (TimeSpans work on App Service plans alone).
 
+The local host's timers (stack/timers.py) and the fleet's `schedule` rules (shared/fleet.py) both read them here.
 Pure. No I/O.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from croniter import croniter
 
@@ -38,10 +40,19 @@ class Schedule:
 
     expression: str  # six fields, seconds first
 
-    def next_after(self, moment: datetime) -> datetime:
-        moment = _utc(moment)
+    def next_after(self, moment: datetime, zone: tzinfo = UTC) -> datetime:
+        """In UTC; the fields are read as wall-clock time in `zone` (daylight saving included)."""
+        moment = _utc(moment).astimezone(zone)
         return croniter(self.expression, moment, ret_type=datetime, day_or=False,
                         second_at_beginning=True).get_next(datetime).astimezone(UTC)
+
+    def last_due(self, since: datetime, now: datetime, zone: tzinfo = UTC) -> datetime | None:
+        """The latest occurrence in (since, now], or None: however many were missed, a schedule that was
+        down fires once when it is back."""
+        moment = _utc(now).astimezone(zone)
+        last = croniter(self.expression, moment + timedelta(microseconds=1), ret_type=datetime, day_or=False,
+                        second_at_beginning=True).get_prev(datetime).astimezone(UTC)
+        return last if _utc(since) < last <= _utc(now) else None
 
     def occurrences(self, start: datetime, count: int) -> list[datetime]:
         """The next `count` occurrences after `start` (what the host logs at start-up: its next five)."""
