@@ -25,11 +25,12 @@ TIMEOUT = httpx.Timeout(15.0, connect=3.0)  # the API answers within seconds (20
 class ApiError(Exception):
     """The API answered with an error status."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.problems = problems or []  # e.g. a fleet file's, each with its line and key
 
 
 class Unreachable(Exception):
@@ -121,6 +122,16 @@ class Client:
     def rollback(self, environment: str, *, reason: str) -> dict[str, Any]:
         return self._call("POST", f"/api/environments/{_segment(environment)}/rollback", json={"reason": reason})
 
+    def apply_fleet(self, text: str, *, reason: str = "") -> dict[str, Any]:
+        return self._call("PUT", "/api/fleet", content=text.encode("utf-8"), params={"reason": reason} if reason else None,
+                          headers={"Content-Type": "application/yaml"})
+
+    def get_fleet(self, *, version: int | None = None) -> dict[str, Any]:
+        return self._call("GET", "/api/fleet", params={"version": str(version)} if version is not None else None)
+
+    def fleet_history(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/fleet/history")["versions"]
+
     # -- the wire ---------------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -148,16 +159,18 @@ class Client:
 
 def _error(response: httpx.Response) -> ApiError:
     status = response.status_code
+    problems: list[str] = []
     try:
         error = response.json().get("error") or {}
         code, message = str(error.get("code") or status), str(error.get("message") or "")
-    except (ValueError, AttributeError):
+        problems = [str(p) for p in error.get("problems") or []]
+    except (ValueError, AttributeError, TypeError):
         code, message = str(status), ""
     if not message:
         message = f"HTTP {status} {response.reason_phrase}".rstrip()
     if status == 401:
         message += " (check SHIPBOT_API_KEY: the function key of the app)"
-    return ApiError(status, code, message)
+    return ApiError(status, code, message, problems)
 
 
 def _segment(value: str) -> str:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,3 +196,50 @@ def _after(what: str, environment: str, answer: dict[str, Any], args: argparse.N
         return OK
     print(f"shipbot: {outcome.message}", file=ctx.err)
     return TIMED_OUT if outcome.state == "timeout" else FAILED
+
+
+# -- the fleet ----------------------------------------------------------------------------------------------------
+def apply(args: argparse.Namespace, ctx: Context) -> int:
+    """Applies a fleet file, validated whole by the API: every problem is printed, and nothing is applied."""
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Usage(f"cannot read {args.file}: {e}") from None
+    try:
+        doc = ctx.client.apply_fleet(text, reason=args.reason or "")
+    except ApiError as e:
+        if not e.problems:
+            raise
+        print(f"shipbot: {args.file} was not applied, {len(e.problems)} problem{'s' * (len(e.problems) != 1)}:",
+              file=ctx.err)
+        for problem in e.problems:
+            print(f"  {args.file}: {problem}", file=ctx.err)
+        return 1
+    if args.json:
+        ctx.json(doc)
+    else:
+        ctx.print(f"applied fleet version {doc['version']} ({', '.join(doc['apps'])}) as {doc['applied_by']}")
+    return 0
+
+
+def config(args: argparse.Namespace, ctx: Context) -> int:
+    """The fleet in force (or --version N), as YAML; --history lists every version applied."""
+    if args.history:
+        versions = ctx.client.fleet_history()
+        if args.json:
+            ctx.json(versions)
+            return 0
+        if not versions:
+            ctx.print("no fleet file applied: the app settings describe one application (`shipbot config`)")
+        for v in versions:
+            ctx.print(f"{v['version']:>4}  {v['applied_at'][:19].replace('T', ' ')}  {v['applied_by']:<24} {v['reason']}")
+        return 0
+    doc = ctx.client.get_fleet(version=args.version)
+    if args.json:
+        ctx.json(doc)
+        return 0
+    origin = (f"version {doc['version']}, applied by {doc['applied_by']} at {doc['applied_at'][:19].replace('T', ' ')}"
+              if doc["version"] else doc["reason"])
+    ctx.print(f"# {origin}" + (f": {doc['reason']}" if doc["version"] and doc["reason"] else ""))
+    ctx.print(doc["text"].rstrip("\n"))
+    return 0

@@ -104,6 +104,17 @@ def parser() -> argparse.ArgumentParser:
         _json(s)
         s.set_defaults(run=run)
 
+    s = verbs.add_parser("apply", help="apply a fleet file: the applications and their environments")
+    s.add_argument("-f", "--file", required=True, metavar="FILE", help="the fleet file (YAML); - reads stdin")
+    s.add_argument("--reason", help="why: the ledger keeps it with the version")
+    _json(s)
+    s.set_defaults(run=commands.apply)
+    s = verbs.add_parser("config", help="the fleet file in force (or an earlier version), or --history")
+    s.add_argument("--version", type=count, help="an earlier version")
+    s.add_argument("--history", action="store_true", help="every version applied: who, when, why")
+    _json(s)
+    s.set_defaults(run=commands.config)
+
     s = verbs.add_parser("logs", help="the ledger's history lines, in time order")
     s.add_argument("release_id", metavar="RELEASE_ID", nargs="?", help="one release's history only")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")

@@ -8,7 +8,7 @@ import dataclasses
 import azure.functions as func
 
 from functions import common
-from shared import operations
+from shared import errors, events, fleet, operations
 
 bp = func.Blueprint()
 
@@ -94,3 +94,34 @@ def rollback(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
 def _queued(jobs: common.Jobs, job) -> func.HttpResponse:
     jobs.set([job.to_message()])
     return common.answer(202, {"job": dataclasses.asdict(job), "release_id": job.release_id or None})
+
+
+@bp.function_name("fleet")
+@bp.route(route="fleet", methods=["GET", "PUT"])
+@common.http_errors
+def fleet_file(req: func.HttpRequest) -> func.HttpResponse:
+    """GET: the fleet in force (?version=N: an earlier one). PUT: apply a fleet file (the body, YAML),
+    validated whole: 400 with every problem, and nothing applied."""
+    engine = common.engine()
+    if req.method == "PUT":
+        body = req.get_body()
+        if len(body) > fleet.MAX_BYTES:
+            raise events.TooLarge(f"the fleet file is too large: {len(body)} bytes, the limit is {fleet.MAX_BYTES}")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.InvalidEvent("the fleet file must be UTF-8 text") from None
+        applied = operations.apply_fleet(engine, text, by=common.actor(req), reason=req.params.get("reason", ""))
+        return common.answer(200, {**applied.summary(), "apps": [app.name for app in fleet.parse(text).apps]})
+    version = req.params.get("version", "")
+    if version and not version.isdigit():
+        return common.error(400, "bad_request", "version must be a whole number")
+    applied, parsed = operations.fleet_version(engine, fleet.single(common.settings()), int(version or 0))
+    return common.answer(200, {**applied.to_json(), "apps": [app.name for app in parsed.apps]})
+
+
+@bp.function_name("fleet_history")
+@bp.route(route="fleet/history", methods=["GET"])
+@common.http_errors
+def fleet_history(req: func.HttpRequest) -> func.HttpResponse:
+    return common.answer(200, {"versions": [v.summary() for v in common.engine().ledger.list_fleet()]})

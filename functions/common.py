@@ -108,7 +108,10 @@ STATUS = ((events.Unauthenticated, 401, "unauthenticated"), (events.TooLarge, 41
 def _error_response(e: errors.ReleaseError) -> func.HttpResponse:
     for kind, status, code in STATUS:
         if isinstance(e, kind):
-            return error(status, code, f"try again: {e}" if status == 503 else str(e))
+            response = {"code": code, "message": f"try again: {e}" if status == 503 else str(e)}
+            if getattr(e, "problems", None):  # e.g. a fleet file's, each with its line and key
+                response["problems"] = list(e.problems)
+            return answer(status, {"error": response})
     return error(500, "internal", str(e))
 
 

@@ -33,6 +33,7 @@ Pure. No I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import zoneinfo
@@ -51,7 +52,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_BYTES = 1 << 20
 
 
-class FleetError(errors.PermanentError):
+class FleetError(errors.InvalidEvent):
     """The fleet file cannot be applied: `problems` lists each one, `line N, key: why`."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -116,7 +117,7 @@ class Freeze(_Strict):
 class Environment(_Strict):
     name: str = Field(pattern=NAME)
     target: Target
-    rule: Literal["on_green", "schedule", "manual"] = "manual"
+    rule: Literal["on_green", "schedule", "manual"]
     schedule: str | None = None
     time_zone: str = "UTC"
     soak: str | None = None       # e.g. 30m, 2h, 1d: the least time a release spends in the environment before
@@ -364,3 +365,32 @@ def _repository_key(repository: str) -> str:
 
 def _same_repository(a: str, b: str) -> bool:
     return _repository_key(a) == _repository_key(b)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Version:
+    """One applied fleet file, as the ledger keeps it: every version stays readable."""
+
+    version: int          # 1, 2, ...; 0 is the fleet today's app settings describe (nothing applied)
+    text: str
+    applied_by: str
+    applied_at: dt.datetime
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "text": self.text, "applied_by": self.applied_by,
+                "applied_at": self.applied_at.isoformat(), "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Version:
+        return cls(version=int(doc["version"]), text=str(doc["text"]), applied_by=str(doc["applied_by"]),
+                   applied_at=dt.datetime.fromisoformat(doc["applied_at"]), reason=str(doc.get("reason", "")))
+
+    def summary(self) -> dict[str, Any]:
+        """What `shipbot config --history` lists: everything but the text."""
+        return {k: v for k, v in self.to_json().items() if k != "text"}
+
+
+def dump(fleet: Fleet) -> str:
+    """A fleet as a YAML file `parse` reads back equal (what `shipbot config` shows for version 0)."""
+    return yaml.safe_dump(fleet.model_dump(mode="json", exclude_defaults=True), sort_keys=False)

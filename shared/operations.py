@@ -10,7 +10,7 @@ Raises shared.errors. No I/O of its own: everything goes through the engine's po
 
 from __future__ import annotations
 
-from shared import errors, events, jobs, planning
+from shared import errors, events, fleet, jobs, planning
 from shared.engine import Engine
 from shared.jobs import Job
 from shared.releases import ENVIRONMENTS, Entry, Environment, Release, Status
@@ -101,3 +101,24 @@ def _check(engine: Engine, release: Release, environment: str, *, force: bool) -
                            tested_on="staging" if environment == "production" else None)
     if why:
         raise errors.Refused(f"{why}; use force to deploy anyway (the ledger records who and why)")
+
+
+# -- the fleet ----------------------------------------------------------------------------------------------------
+def apply_fleet(engine: Engine, text: str, *, by: str, reason: str = "") -> fleet.Version:
+    """Validates the whole file (fleet.FleetError lists every problem, and nothing is applied), then keeps it
+    as the next version in the ledger, with who applied it and why."""
+    fleet.parse(text)
+    return engine.ledger.put_fleet(text, by=by, at=engine.ports.clock(), reason=reason)
+
+
+def fleet_version(engine: Engine, default: fleet.Fleet, version: int | None = None) -> tuple[fleet.Version, fleet.Fleet]:
+    """The fleet in force (or an earlier version), parsed; version 0, `default`, when none was applied: the
+    fleet the app settings describe."""
+    try:
+        applied = engine.ledger.get_fleet(version or None)
+    except errors.NotFound:
+        if version:
+            raise
+        return fleet.Version(0, fleet.dump(default), "the app settings", engine.ports.clock(),
+                             "no fleet file applied: the app settings describe one application"), default
+    return applied, fleet.parse(applied.text)

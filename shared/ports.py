@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from shared import fleet
 from shared.releases import Commit, Environment, Model, Release
 
 
@@ -49,6 +50,12 @@ class Ledger(Protocol):
     def lease_release(self, release_id: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """The same for one release's smoke test: held while it runs, so that a free lease on a release still
         `testing` means its tester died."""
+        ...
+
+    def get_fleet(self, version: int | None = None) -> fleet.Version: ...   # the newest; NotFound if none
+    def list_fleet(self) -> list[fleet.Version]: ...                        # newest first
+    def put_fleet(self, text: str, *, by: str, at: datetime, reason: str = "") -> fleet.Version:
+        """Keeps `text` (validated by the caller) as the next version; earlier ones stay readable."""
         ...
 
     def create_event_marker(self, event_id: str) -> None: ...               # Exists: seen before

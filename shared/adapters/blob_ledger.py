@@ -5,6 +5,7 @@ Layout (docs/ledger.md is the contract):
     environments/<name>.json       Environment.to_json(); absent reads as Environment(name)
     leases/<environment>           empty; its blob lease is the one-writer lock on that environment's rollouts
     events/<event id>              empty markers of events seen (ids outside [A-Za-z0-9._:-] are hashed)
+    fleet/v<000001>.json           each applied fleet file, fleet.Version.to_json(); the highest is in force
 
 Creates send `If-None-Match: *` (a taken name -> errors.Exists). Updates are compare-and-swap: read with the
 ETag, apply `change`, write with `If-Match`; a 412 re-reads and retries with jittered backoff, bounded, then
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import tenacity
@@ -32,7 +34,7 @@ from azure.core import exceptions as azure_errors
 from azure.core.credentials import TokenCredential
 from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient, ContentSettings
 
-from shared import errors
+from shared import errors, fleet
 from shared.adapters import blob_storage
 from shared.releases import Environment, Release
 
@@ -45,6 +47,7 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Event ids are GUIDs from Event Grid and the webhooks; anything else is hashed into a name of its own.
 _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _JSON = ContentSettings(content_type="application/json")
+_FLEET = re.compile(r"fleet/v\d{6,}\.json")
 _LIST_WORKERS = 8  # below requests' connection pool of 10 per host
 
 
@@ -203,6 +206,55 @@ class BlobLedger:
             except errors.TransientError as e:
                 log.error("%s: another rollout may start once it expires", e)
 
+    # -- the fleet ----------------------------------------------------------------------------------------------
+    def get_fleet(self, version: int | None = None) -> fleet.Version:
+        if version is None:
+            names = self._fleet_names()
+            if not names:
+                raise errors.NotFound("no fleet file was applied")
+            name = names[-1]
+        else:
+            name = _fleet_blob(version)
+        with blob_storage.boundary(f"reading {name}"):
+            try:
+                data = self._blob(name).download_blob().readall()
+            except azure_errors.ResourceNotFoundError:
+                raise errors.NotFound(f"no fleet version {version}") from None
+        try:
+            return fleet.Version.from_json(json.loads(data))
+        except (ValueError, KeyError, TypeError) as e:
+            raise errors.PermanentError(f"{name} is not a fleet version ({type(e).__name__})") from None
+
+    def list_fleet(self) -> list[fleet.Version]:
+        return [self.get_fleet(int(name[len("fleet/v"):-len(".json")])) for name in reversed(self._fleet_names())]
+
+    def put_fleet(self, text: str, *, by: str, at: datetime, reason: str = "") -> fleet.Version:
+        """Creates the next version's blob with If-None-Match: two applies at once get two versions, in order."""
+        def attempt() -> fleet.Version:
+            names = self._fleet_names()
+            applied = fleet.Version(int(names[-1][len("fleet/v"):-len(".json")]) + 1 if names else 1,
+                                    text, by, at, reason)
+            with blob_storage.boundary("writing the fleet file"):
+                try:
+                    self._blob(_fleet_blob(applied.version)).upload_blob(
+                        _dump_json(applied.to_json()), overwrite=False, content_settings=_JSON)
+                except azure_errors.ResourceExistsError:
+                    raise _Conflict() from None
+            return applied
+
+        try:
+            return tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self._attempts),
+                wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+                retry=tenacity.retry_if_exception_type(_Conflict), sleep=self._sleep)(attempt)
+        except tenacity.RetryError:
+            raise errors.LedgerConflict(f"the fleet kept changing under {self._attempts} attempts to apply it") from None
+
+    def _fleet_names(self) -> list[str]:
+        with blob_storage.boundary("listing the fleet versions"):
+            return sorted(b.name for b in self._container_ready().list_blobs(name_starts_with="fleet/v")
+                          if _FLEET.fullmatch(b.name))
+
     # -- event markers ----------------------------------------------------------------------------------------
     def create_event_marker(self, event_id: str) -> None:
         name = _event_blob(event_id)
@@ -284,7 +336,15 @@ class BlobLedger:
 
 
 def _dump(doc: Release | Environment) -> bytes:
-    return json.dumps(doc.to_json(), indent=2, ensure_ascii=False).encode()
+    return _dump_json(doc.to_json())
+
+
+def _dump_json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def _fleet_blob(version: int) -> str:
+    return f"fleet/v{version:06d}.json"
 
 
 def _segment(value: str, what: str, *, creating: bool = False) -> str:

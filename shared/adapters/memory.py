@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared import errors, ports
+from shared import errors, fleet, ports
 from shared.releases import Commit, Environment, Model, Release
 
 
@@ -26,6 +26,7 @@ class MemoryLedger:
         self._releases: dict[str, dict] = {}
         self._environments: dict[str, dict] = {}
         self._markers: set[str] = set()
+        self._fleet: list[fleet.Version] = []
         self._leases: dict[str, threading.Lock] = {}
         self.lease_wait_seconds = lease_wait_seconds
         self.writes = 0  # documents written, for tests that check "nothing changed"
@@ -91,6 +92,25 @@ class MemoryLedger:
             yield
         finally:
             lease.release()
+
+    def get_fleet(self, version: int | None = None) -> fleet.Version:
+        with self._lock:
+            versions = list(self._fleet)
+        found = versions[-1:] if version is None else [v for v in versions if v.version == version]
+        if not found:
+            raise errors.NotFound("no fleet file was applied" if version is None else f"no fleet version {version}")
+        return found[0]
+
+    def list_fleet(self) -> list[fleet.Version]:
+        with self._lock:
+            return list(reversed(self._fleet))
+
+    def put_fleet(self, text: str, *, by: str, at: datetime, reason: str = "") -> fleet.Version:
+        with self._lock:
+            applied = fleet.Version(len(self._fleet) + 1, text, by, at, reason)
+            self._fleet.append(applied)
+            self.writes += 1
+            return applied
 
     def create_event_marker(self, event_id: str) -> None:
         with self._lock:

@@ -389,3 +389,29 @@ def test_the_cloud_constructor_takes_an_account_url_and_a_token_credential() -> 
                                          lease_seconds=30)
     assert ledger._container.url == "https://acct.blob.core.windows.net/ledger"
     assert isinstance(ledger._container.credential, FakeCredential)
+
+
+# -- the fleet ----------------------------------------------------------------------------------------------------
+def test_fleet_versions_are_kept_in_order_and_each_stays_readable(harness) -> None:
+    with pytest.raises(errors.NotFound, match="no fleet file was applied"):
+        harness.ledger.get_fleet()
+    assert harness.ledger.list_fleet() == []
+
+    first = harness.ledger.put_fleet("apps: [1]\n", by="alice", at=T0, reason="the first")
+    second = harness.ledger.put_fleet("apps: [2]\n", by="bob ✓", at=T0 + timedelta(minutes=1))
+
+    assert (first.version, second.version) == (1, 2)
+    assert harness.ledger.get_fleet() == second and harness.ledger.get_fleet(1) == first
+    assert [v.version for v in harness.ledger.list_fleet()] == [2, 1]
+    assert harness.ledger.get_fleet(1).reason == "the first" and harness.ledger.get_fleet(2).applied_by == "bob ✓"
+    with pytest.raises(errors.NotFound, match="no fleet version 3"):
+        harness.ledger.get_fleet(3)
+
+
+def test_fleet_files_applied_at_once_get_a_version_each(harness) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        applied = list(pool.map(lambda n: harness.other().put_fleet(f"apps: [{n}]\n", by=f"op{n}", at=T0),
+                                range(4)))
+
+    assert sorted(v.version for v in applied) == [1, 2, 3, 4]
+    assert {v.text for v in harness.ledger.list_fleet()} == {f"apps: [{n}]\n" for n in range(4)}

@@ -151,7 +151,7 @@ def test_a_file_that_is_not_a_fleet_says_why(text, expected):
 
 
 def test_a_missing_target_kind_is_asked_for():
-    text = "apps:\n  - name: a\n    image: x\n    environments: [{name: e, target: {port: 9000}}]\n"
+    text = "apps:\n  - name: a\n    image: x\n    environments: [{name: e, target: {port: 9000}, rule: manual}]\n"
     assert problems(text) == ["line 4, apps[a].environments[e].target: a target needs its kind: local or kubernetes"]
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
+import yaml
 
 import function_app
 from functions import common
-from shared import jobs
+from shared import fleet, jobs
 from test_engine import REPO, World
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
@@ -252,3 +253,51 @@ def test_azure_devops_push_with_the_shared_secret_plans_a_release(world):
     status, doc, _ = call("git_webhook", "POST", "webhooks/azure-devops", body, headers=good,
                           route_params={"provider": "azure-devops"})
     assert status == 202 and doc["release"]["commit"] == commit
+
+
+FLEET = b"""\
+apps:
+  - name: diabetes
+    image: shipbot/app
+    models: [diabetes]
+    environments:
+      - {name: staging, target: {kind: local, port: 8081}, rule: on_green}
+"""
+
+
+def test_with_no_fleet_file_the_fleet_is_the_one_app_the_settings_describe(world):
+    status, doc, _ = call("fleet", route="fleet")
+
+    assert (status, doc["version"], doc["apps"]) == (200, 0, ["app"])
+    assert "no fleet file applied" in doc["reason"]
+    assert [env["name"] for env in yaml.safe_load(doc["text"])["apps"][0]["environments"]] == ["staging", "production"]
+
+
+def test_a_fleet_file_is_applied_versioned_and_read_back(world):
+    status, doc, _ = call("fleet", "PUT", "fleet", FLEET, headers={"x-shipbot-actor": "alice"},
+                          params={"reason": "one app"})
+    assert (status, doc["version"], doc["applied_by"], doc["reason"], doc["apps"]) == (
+        200, 1, "alice", "one app", ["diabetes"])
+    call("fleet", "PUT", "fleet", FLEET.replace(b"port: 8081", b"port: 8082"), headers={"x-shipbot-actor": "bob"})
+
+    status, doc, _ = call("fleet", route="fleet")
+    assert (status, doc["version"], doc["applied_by"]) == (200, 2, "bob") and b"8082" in doc["text"].encode()
+    assert call("fleet", route="fleet", params={"version": "1"})[1]["text"] == FLEET.decode()
+    status, doc, _ = call("fleet_history", route="fleet/history")
+    assert [(v["version"], v["applied_by"]) for v in doc["versions"]] == [(2, "bob"), (1, "alice")]
+    assert all("text" not in v for v in doc["versions"])
+    assert call("fleet", route="fleet", params={"version": "7"})[0] == 404
+
+
+def test_a_bad_fleet_file_is_400_with_every_problem_and_nothing_is_applied(world):
+    bad = FLEET.replace(b"port: 8081", b"port: 80").replace(b"rule: on_green", b"rule: someday")
+
+    status, doc, _ = call("fleet", "PUT", "fleet", bad)
+
+    assert status == 400 and doc["error"]["code"] == "bad_request"
+    assert [p.split(":")[0] for p in doc["error"]["problems"]] == [
+        "line 6, apps[diabetes].environments[staging].target.port", "line 6, apps[diabetes].environments[staging].rule"]
+    assert world.engine.ledger.list_fleet() == []
+    assert call("fleet", "PUT", "fleet", b"\xff\xfe")[0] == 400
+    assert call("fleet", "PUT", "fleet", b"#" * (fleet.MAX_BYTES + 1))[0] == 413
+    assert world.engine.ledger.list_fleet() == []
