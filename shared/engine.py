@@ -16,7 +16,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from shared import errors, events, jobs, planning, ports
+from shared import errors, events, fleet, jobs, planning, ports
 from shared.jobs import Job
 from shared.releases import ENVIRONMENTS, Deployment, Entry, Environment, Release, Status
 from shared.releases import release_id_for, release_id_for_digest
@@ -35,6 +35,7 @@ class Config:
     release_branch: str = "main"
     model_name: str | None = None          # None: the most recently uploaded model name
     allowed_repositories: frozenset[str] = frozenset()  # full names; ImagePushed elsewhere is ignored
+    source_repository: str = ""            # the app's git repository; a push to another one changes nothing
     max_build_attempts: int = 3
 
 
@@ -75,6 +76,10 @@ class Engine:
             case events.ModelUploaded():
                 return self.reconcile(trigger=f"model {event.model_name}/{event.model_version} uploaded")
             case events.CommitPushed():
+                if self.config.source_repository and not fleet.same_repository(event.clone_url,
+                                                                               self.config.source_repository):
+                    return Outcome(f"ignored: a push to {event.clone_url} ({event.repository}), a repository no "
+                                   "application names")
                 return self.reconcile(trigger=f"{event.source} push of {event.commit[:12]} to {event.branch}")
             case events.Pinged():
                 return Outcome("webhook ping")

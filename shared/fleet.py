@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import urllib.parse
 import zoneinfo
 from typing import Annotated, Any, Literal
 
@@ -226,7 +227,7 @@ class Fleet(_Strict):
 
     def of_source(self, repository: str, branch: str) -> App | None:
         return next((app for app in self.apps if app.source is not None
-                     and _same_repository(app.source.repository, repository) and app.source.branch == branch), None)
+                     and same_repository(app.source.repository, repository) and app.source.branch == branch), None)
 
     def of_image(self, repository: str) -> App | None:
         return next((app for app in self.apps if app.image == repository), None)
@@ -270,7 +271,7 @@ def _conflicts(fleet: Fleet) -> list[tuple[tuple[Any, ...], str]]:
         once(("app", app.name), ("apps", i, "name"), f"the name {app.name}", f"application {i + 1}")
         once(("image", app.image), ("apps", i, "image"), f"the image repository {app.image}", app.name)
         if app.source is not None:
-            once(("source", _repository_key(app.source.repository), app.source.branch), ("apps", i, "source"),
+            once(("source", repository_key(app.source.repository), app.source.branch), ("apps", i, "source"),
                  f"{app.source.repository} branch {app.source.branch}", app.name)
         names: set[str] = set()
         for j, env in enumerate(app.environments):
@@ -359,12 +360,20 @@ def _show(target: LocalTarget | KubernetesTarget) -> str:
     return f"local port {target.port}" if isinstance(target, LocalTarget) else f"Deployment {target.namespace}/{target.deployment}"
 
 
-def _repository_key(repository: str) -> str:
-    return repository.strip().rstrip("/").removesuffix(".git").lower()
+def repository_key(repository: str) -> str:
+    """What names a git repository whichever way it is written: `https://GitHub.com/o/r.git/` and
+    `http://github.com/o/r` are one repository, `file:///srv/app.git` and `/srv/app.git` another."""
+    text = repository.strip()
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        text = f"{parts.hostname.lower()}{'' if parts.port in (None, 80, 443) else f':{parts.port}'}{parts.path.lower()}"
+    return text.rstrip("/").removesuffix(".git")
 
 
-def _same_repository(a: str, b: str) -> bool:
-    return _repository_key(a) == _repository_key(b)
+def same_repository(a: str, b: str) -> bool:
+    return repository_key(a) == repository_key(b)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ an adapter's constructor does (the AKS path asks ARM for the cluster's server an
 from __future__ import annotations
 
 import functools
+import os
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +32,15 @@ from shared.engine import Config, Engine
 from shared.settings import Settings
 
 
+def _repository(repo: str) -> str:
+    """The app's repository as pushes name it: a local path as the post-receive hook sees it (symlinks resolved)."""
+    return os.path.realpath(repo) if repo and not repo.startswith(("https://", "http://")) else repo
+
+
 def engine(settings: Settings) -> Engine:
     config = Config(repository=settings.repository_ref, release_branch=settings.release_branch,
                     model_name=settings.model_name, allowed_repositories=settings.allowed,
-                    max_build_attempts=settings.max_build_attempts)
+                    max_build_attempts=settings.max_build_attempts, source_repository=_repository(settings.git_repo))
     return Engine(build_ports(settings), config)
 
 

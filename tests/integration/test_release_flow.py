@@ -16,7 +16,7 @@ import docker
 import httpx
 import pytest
 
-from release_stack import REGISTRY, URL, Bot, previous_host
+from release_stack import REGISTRY, ROOT, URL, Bot, previous_host
 from shared import buildcontext
 from shared.adapters.local.docker_builder import BuildRequest, DockerBuilder
 
@@ -243,6 +243,9 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(bot, models):
     assert github(bot, push, secret="forged").status_code == 401
     assert github(bot, b"{" + b" " * (2 << 20) + b"}", secret=bot.secret).status_code == 413
     assert github(bot, b"{not json", secret=bot.secret).status_code == 400
+    foreign = json.loads((ROOT / "tests" / "fixtures" / "events" / "github_push.json").read_text())
+    assert foreign["repository"]["clone_url"] == "https://github.com/contoso/shipbot-app.git"  # not the bot's
+    assert github(bot, json.dumps(foreign).encode(), secret=bot.secret).status_code == 200  # acknowledged, no-op
     assert bot.api("GET", "/api/releases", key=None).status_code == 401
     assert bot.api("GET", "/api/releases", key="wrong").status_code == 401
     assert bot.api("POST", "/api/releases", content=b"{oops").status_code == 400

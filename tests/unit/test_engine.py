@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from datetime import UTC, datetime
 
@@ -128,6 +130,26 @@ def test_commit_push_builds_that_commit_with_the_current_model(world):
     world.source.commit("c2" * 20, at=T0)
     world.deliver(events.CommitPushed("gh1", "github", "app", "main", "c2" * 20, "http://g", "dev", T0))
     assert world.ledger.list_releases()[0].commit == "c2" * 20
+
+
+def test_a_push_to_a_repository_no_application_names_is_acknowledged_and_changes_nothing():
+    world = World()
+    world.engine.config = dataclasses.replace(world.engine.config, source_repository="https://github.com/contoso/app")
+    world.ship("1")
+    world.source.commit("c2" * 20, at=T0)
+    writes, built = world.ledger.writes, len(world.builder.requests)
+
+    outcome = world.engine.handle(events.CommitPushed("gh2", "github", "mallory/app", "main", "c2" * 20,
+                                                      "https://github.com/mallory/app.git", "mallory", T0))
+
+    assert outcome.summary.startswith("ignored: a push to https://github.com/mallory/app.git (mallory/app)")
+    assert outcome.jobs == [] and len(world.builder.requests) == built
+    assert world.ledger.list_releases()[0].commit != "c2" * 20
+    assert world.ledger.writes == writes  # the event marker is not a document
+
+    world.deliver(events.CommitPushed("gh3", "github", "contoso/app", "main", "c2" * 20,
+                                      "https://GitHub.com/contoso/app.git", "dev", T0))
+    assert world.ledger.list_releases()[0].commit == "c2" * 20  # the app's own repository, however written
 
 
 def test_newer_release_supersedes_an_older_one_in_flight(world):

@@ -176,3 +176,16 @@ def test_todays_settings_describe_one_application_staging_then_production():
     only = fleet.single(on_aks).app()
     assert only.models == [] and [env.target.spec for env in only.environments] == [
         "stg/app/model-api@app:80", "prd/app/model-api@app:80"]
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("https://github.com/Contoso/App.git", "http://github.com/contoso/app/", True),
+    ("https://github.com:443/contoso/app", "https://github.com/contoso/app", True),
+    ("https://github.com/contoso/app", "https://github.com/contoso/app2", False),
+    ("https://github.example:8443/contoso/app", "https://github.example/contoso/app", False),
+    ("file:///srv/git/app.git", "/srv/git/app.git", True),
+    ("/srv/git/App.git", "/srv/git/app.git", False),  # paths keep their case
+    ("https://dev.azure.com/org/proj/_git/app", "https://dev.azure.com/org/proj/_git/app", True),
+])
+def test_a_repository_is_the_same_however_it_is_written(a, b, same):
+    assert fleet.same_repository(a, b) is same
