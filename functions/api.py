@@ -22,7 +22,7 @@ def releases(req: func.HttpRequest) -> func.HttpResponse:
         limit = req.params.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             return common.error(400, "bad_request", "limit must be a whole number from 1 to 1000")
-        return common.answer(200, {"releases": [r.to_json() for r in engine.ledger.list_releases()[:int(limit)]]})
+        return common.answer(200, {"releases": [r.to_json() for r in engine.ledger.releases_since(limit=int(limit))]})
     doc = common.json_body(req)
     release, created = operations.build(engine, commit=common.field(doc, "commit"),
                                         model=common.field(doc, "model"), by=common.actor(req))

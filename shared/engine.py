@@ -95,7 +95,7 @@ class Engine:
         """Converge: the wanted release exists and builds; lost steps of releases in flight are redone; staging
         runs the newest green release."""
         found: list[Job] = []
-        for release in self.ledger.list_releases():  # first, so that a build found failed is retried below
+        for release in self.ledger.list_in_flight():  # first, so that a build found failed is retried below
             found += self._repair(release)
         found += self._orphaned_rollouts()
         wanted, summary = self._ensure_wanted_release(trigger)
@@ -142,7 +142,7 @@ class Engine:
             entry=Entry(now, "build retried" if retry else "build started", by, f"build {build_id}")))
 
     def _supersede_older(self, new: Release) -> None:
-        for old in planning.superseded_by(new, self.ledger.list_releases()):
+        for old in planning.superseded_by(new, self.ledger.list_in_flight()):
             now = self.ports.clock()
             self.ledger.update_release(old.id, lambda r: r.with_(
                 status=Status.SUPERSEDED, entry=Entry(now, "superseded", "shipbot", f"by {new.id}"))
@@ -192,8 +192,8 @@ class Engine:
         production = self.ledger.get_environment("production")
         if production.blocked:
             return Outcome(f"nothing promoted: production is blocked ({production.blocked})")
-        candidate = planning.promotion_candidate(self.ledger.list_releases(), production,
-                                                 self.current_release(production))
+        current = self.current_release(production)
+        candidate = planning.promotion_candidate(self.releases_since(current), production, current)
         if candidate is None:
             return Outcome("nothing to promote")
         return Outcome(f"promoting {candidate.id}", [jobs.rollout("production", candidate.id, by="nightly")],
@@ -296,8 +296,8 @@ class Engine:
         staging = self.ledger.get_environment("staging")
         if staging.blocked:  # an automatic rollout failed for good (a refused credential): the operator's turn
             return None
-        candidate = planning.staging_candidate(self.ledger.list_releases(), staging,
-                                               self.current_release(staging))
+        current = self.current_release(staging)
+        candidate = planning.staging_candidate(self.releases_since(current), staging, current)
         return jobs.rollout("staging", candidate.id, by="reconcile") if candidate else None
 
     # -- jobs -------------------------------------------------------------------------------------------------
@@ -474,6 +474,11 @@ class Engine:
             entry=Entry(now, f"deploy to {environment} refused", job.by, why)))
 
     # -- helpers ----------------------------------------------------------------------------------------------
+    def releases_since(self, current: Release | None) -> list[Release]:
+        """What a candidate can be among: the releases no older than what the environment runs (the ledger's
+        time index; every release only while it runs nothing ShipBot knows)."""
+        return self.ledger.releases_since(current.created if current is not None else None)
+
     def current_release(self, env: Environment) -> Release | None:
         if env.current is None:
             return None

@@ -48,8 +48,8 @@ def promote(engine: Engine, *, release_id: str | None = None, by: str, reason: s
             force: bool = False) -> Job:
     if release_id is None:
         production = engine.ledger.get_environment("production")
-        candidate = planning.promotion_candidate(engine.ledger.list_releases(), production,
-                                                 engine.current_release(production))
+        current = engine.current_release(production)
+        candidate = planning.promotion_candidate(engine.releases_since(current), production, current)
         if candidate is None:
             raise errors.Refused("nothing to promote: no release verified on staging is newer than production's")
         release_id = candidate.id
@@ -84,10 +84,11 @@ def _find(engine: Engine, release_id: str | None, digest: str | None) -> Release
     if digest:
         if not events.DIGEST.fullmatch(digest):
             raise errors.InvalidEvent(f"digest {digest[:80]!r} is not sha256: followed by 64 lowercase hex digits")
-        for release in engine.ledger.list_releases():
-            if release.digest == digest:
-                return release
-        raise errors.NotFound(f"no release has the image {digest}; push it to an allowed repository first")
+        try:
+            return engine.ledger.find_release_by_digest(digest)
+        except errors.NotFound:
+            raise errors.NotFound(f"no release has the image {digest}; push it to an allowed repository first") \
+                from None
     raise errors.InvalidEvent("give a release_id or a digest")
 
 

@@ -37,7 +37,14 @@ class Ledger(Protocol):
 
     def create_release(self, release: Release) -> None: ...                 # Exists if the id is taken
     def get_release(self, release_id: str) -> Release: ...                  # NotFound
-    def list_releases(self) -> list[Release]: ...                           # newest first
+    def list_releases(self) -> list[Release]: ...                           # newest first; every one
+    # What a trigger reads instead, however large the ledger: bounded by what is in flight or new.
+    def list_in_flight(self) -> list[Release]: ...                          # building, built or testing
+    def releases_since(self, moment: datetime | None = None, *, limit: int | None = None) -> list[Release]:
+        """Created at or after `moment` (all when None), newest first, at most `limit`."""
+        ...
+
+    def find_release_by_digest(self, digest: str) -> Release: ...           # NotFound
     def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release: ...
     def get_environment(self, name: str) -> Environment: ...
     def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment: ...

@@ -6,6 +6,10 @@ Layout (docs/ledger.md is the contract):
     leases/<environment>           empty; its blob lease is the one-writer lock on that environment's rollouts
     events/<event id>              empty markers of events seen (ids outside [A-Za-z0-9._:-] are hashed)
     fleet/v<000001>.json           each applied fleet file, fleet.Version.to_json(); the highest is in force
+    index/by-time/<inverted time>-<id>   empty, one per release: listed newest first (releases_since)
+    index/in-flight/<id>           empty, while the release is building, built or testing (list_in_flight)
+    index/digest/<hex>             the id of the release whose image has that digest (find_release_by_digest)
+    index/v1                       empty: every release has its markers (a ledger from before gets them once)
 
 Creates send `If-None-Match: *` (a taken name -> errors.Exists). Updates are compare-and-swap: read with the
 ETag, apply `change`, write with `If-Match`; a 412 re-reads and retries with jittered backoff, bounded, then
@@ -25,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import tenacity
@@ -47,6 +51,11 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Event ids are GUIDs from Event Grid and the webhooks; anything else is hashed into a name of its own.
 _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _JSON = ContentSettings(content_type="application/json")
+_BY_TIME, _IN_FLIGHT, _DIGEST = "index/by-time/", "index/in-flight/", "index/digest/"
+_INDEX_READY = "index/v1"  # present once every release has its markers
+_PAGE = 100
+_MAX_MICROS = 10**17 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLEET = re.compile(r"fleet/v\d{6,}\.json")
 _LIST_WORKERS = 8  # below requests' connection pool of 10 per host
 
@@ -79,6 +88,7 @@ class BlobLedger:
         self._ready_lock = threading.Lock()
         self._listed: dict[str, tuple[str, Release]] = {}  # blob name -> (etag, release): list_releases' cache
         self._listed_lock = threading.Lock()
+        self._indexed = False
 
     @classmethod
     def from_connection_string(cls, conn: str, container_name: str, **options: Any) -> BlobLedger:
@@ -93,11 +103,22 @@ class BlobLedger:
     # -- releases ---------------------------------------------------------------------------------------------
     def create_release(self, release: Release) -> None:
         name = _release_blob(release.id, creating=True)
+        self._index_ready()
+        self._index(release)  # before the document: a marker without one is skipped, never the reverse
         with blob_storage.boundary(f"creating {name}"):
             try:
                 self._blob(name).upload_blob(_dump(release), overwrite=False, content_settings=_JSON)
             except azure_errors.ResourceExistsError:
-                raise errors.Exists(f"release {release.id} exists") from None
+                exists = True
+            else:
+                exists = False
+        if exists:  # a duplicate: the markers of the release that is there stand, ours go
+            existing = self.get_release(release.id)
+            if _time_key(existing) != _time_key(release):
+                self._unmark(_time_key(release))
+            if release.status.in_flight and not existing.status.in_flight:
+                self._unmark(_IN_FLIGHT + release.id)
+            raise errors.Exists(f"release {release.id} exists")
 
     def get_release(self, release_id: str) -> Release:
         return self._read(_release_blob(release_id), Release.from_json, missing=None)[0]
@@ -131,7 +152,107 @@ class BlobLedger:
         return (etag or "").strip('"'), release
 
     def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release:
-        return self._update(_release_blob(release_id), Release.from_json, change, missing=None)
+        seen: list[Release] = []
+
+        def tracked(release: Release) -> Release:
+            seen[:] = [release]
+            return change(release)
+
+        after = self._update(_release_blob(release_id), Release.from_json, tracked, missing=None)
+        if seen and seen[0] != after:
+            self._index_changed(seen[0], after)
+        return after
+
+    # -- the index: what a trigger reads instead of every release ---------------------------------------------
+    def list_in_flight(self) -> list[Release]:
+        """The releases building, built or testing, newest first: one listing of index/in-flight/ and their
+        documents. A marker whose release has settled (its writer died before removing it) is removed."""
+        self._index_ready()
+        with blob_storage.boundary("listing releases in flight"):
+            ids = [b.name[len(_IN_FLIGHT):] for b in self._container_ready().list_blobs(name_starts_with=_IN_FLIGHT)]
+        found = []
+        for release in self._fetch_ids(ids):
+            if release.status.in_flight:
+                found.append(release)
+            else:
+                self._unmark(_IN_FLIGHT + release.id)
+        return sorted(found, key=lambda r: (r.created, r.id), reverse=True)
+
+    def releases_since(self, moment: datetime | None = None, *, limit: int | None = None) -> list[Release]:
+        """Releases created at or after `moment` (all when None), newest first, at most `limit`: the time
+        index is listed newest first and read only as far as it is needed."""
+        self._index_ready()
+        out: list[Release] = []
+        with blob_storage.boundary("listing releases by time"):
+            pages = self._container_ready().list_blobs(name_starts_with=_BY_TIME,
+                                                       results_per_page=_PAGE).by_page()
+            for page in pages:
+                names = [b.name for b in page]
+                keys = [(name, _time_of(name)) for name in names]
+                wanted = [name for name, at in keys if moment is None or at >= moment]
+                out += self._fetch_ids([name[len(_BY_TIME) + 18:] for name in wanted])
+                if len(wanted) < len(keys) or (limit is not None and len(out) >= limit):
+                    break
+        unique = {r.id: r for r in out}.values()  # a marker left by a crashed duplicate create: one release
+        ordered = sorted(unique, key=lambda r: (r.created, r.id), reverse=True)
+        return ordered[:limit] if limit is not None else ordered
+
+    def find_release_by_digest(self, digest: str) -> Release:
+        self._index_ready()
+        name = _DIGEST + digest.removeprefix("sha256:")
+        with blob_storage.boundary("finding a release by its image"):
+            try:
+                release_id = self._blob(name).download_blob().readall().decode()
+            except azure_errors.ResourceNotFoundError:
+                raise errors.NotFound(f"no release has the image {digest}") from None
+        release = self.get_release(release_id)
+        if release.digest != digest:
+            raise errors.NotFound(f"no release has the image {digest}")
+        return release
+
+    def _index(self, release: Release) -> None:
+        """Writes every marker of `release` (idempotent)."""
+        self._mark(_time_key(release))
+        if release.status.in_flight:
+            self._mark(_IN_FLIGHT + release.id)
+        if release.digest:
+            self._mark(_DIGEST + release.digest.removeprefix("sha256:"), release.id.encode())
+
+    def _index_changed(self, before: Release, after: Release) -> None:
+        if after.status.in_flight and not before.status.in_flight:
+            self._mark(_IN_FLIGHT + after.id)
+        if after.digest and (after.digest != before.digest or after.status.in_flight):  # rewritten while in
+            self._mark(_DIGEST + after.digest.removeprefix("sha256:"), after.id.encode())  # flight: a lost one heals
+        if before.status.in_flight and not after.status.in_flight:
+            self._unmark(_IN_FLIGHT + after.id)
+
+    def _index_ready(self) -> None:
+        """Once per instance: a ledger written before the index had it gets it, from one full listing."""
+        if self._indexed:
+            return
+        with blob_storage.boundary("checking the release index"):
+            ready = self._blob(_INDEX_READY).exists()
+        if not ready:
+            releases = self.list_releases()
+            with ThreadPoolExecutor(max_workers=_LIST_WORKERS) as pool:
+                list(pool.map(self._index, releases))
+            self._mark(_INDEX_READY)
+            log.info("ledger: indexed %d releases written before the index", len(releases))
+        self._indexed = True
+
+    def _fetch_ids(self, ids: list[str]) -> list[Release]:
+        with ThreadPoolExecutor(max_workers=_LIST_WORKERS) as pool:
+            fetched = list(pool.map(self._fetch_listed, [_release_blob(i) for i in ids if _ID.fullmatch(i)]))
+        return [release for _, release in (got for got in fetched if got is not None)]
+
+    def _mark(self, name: str, data: bytes = b"") -> None:
+        with blob_storage.boundary("writing the release index"):
+            self._blob(name).upload_blob(data, overwrite=True)
+
+    def _unmark(self, name: str) -> None:
+        with blob_storage.boundary("writing the release index"), \
+                contextlib.suppress(azure_errors.ResourceNotFoundError):
+            self._blob(name).delete_blob()
 
     # -- environments -----------------------------------------------------------------------------------------
     def get_environment(self, name: str) -> Environment:
@@ -341,6 +462,16 @@ def _dump(doc: Release | Environment) -> bytes:
 
 def _dump_json(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def _time_key(release: Release) -> str:
+    """index/by-time/<inverted microseconds>-<id>: a listing gives the newest first."""
+    micros = (release.created - _EPOCH) // timedelta(microseconds=1)  # exact: no float on the way
+    return f"{_BY_TIME}{_MAX_MICROS - micros:017d}-{release.id}"
+
+
+def _time_of(name: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=_MAX_MICROS - int(name[len(_BY_TIME):].partition("-")[0]))
 
 
 def _fleet_blob(version: int) -> str:

@@ -50,6 +50,19 @@ class MemoryLedger:
             docs = list(self._releases.values())
         return sorted((Release.from_json(d) for d in docs), key=lambda r: (r.created, r.id), reverse=True)
 
+    def list_in_flight(self) -> list[Release]:
+        return [r for r in self.list_releases() if r.status.in_flight]
+
+    def releases_since(self, moment: datetime | None = None, *, limit: int | None = None) -> list[Release]:
+        found = [r for r in self.list_releases() if moment is None or r.created >= moment]
+        return found[:limit] if limit is not None else found
+
+    def find_release_by_digest(self, digest: str) -> Release:
+        for release in self.list_releases():
+            if release.digest == digest:
+                return release
+        raise errors.NotFound(f"no release has the image {digest}")
+
     def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release:
         with self._lock:
             if release_id not in self._releases:

@@ -312,7 +312,9 @@ def test_blob_documents_are_the_json_of_to_json_under_the_documented_names(blob:
     with blob.ledger.lease_environment("staging"):
         pass
     names = sorted(b.name for b in blob.container.list_blobs())
-    assert names == ["environments/staging.json", "events/e-1", "leases/staging", "releases/r-1.json"]
+    by_time = f"index/by-time/{10**17 - 1 - int(T0.timestamp() * 10**6):017d}-r-1"  # newest first when listed
+    assert names == ["environments/staging.json", "events/e-1", by_time, "index/in-flight/r-1", "index/v1",
+                     "leases/staging", "releases/r-1.json"]
     doc = json.loads(blob.container.download_blob("releases/r-1.json").readall())
     assert doc == a_release("r-1").to_json()
     assert blob.container.get_blob_client("releases/r-1.json").get_blob_properties().content_settings.content_type \
@@ -415,3 +417,70 @@ def test_fleet_files_applied_at_once_get_a_version_each(harness) -> None:
 
     assert sorted(v.version for v in applied) == [1, 2, 3, 4]
     assert {v.text for v in harness.ledger.list_fleet()} == {f"apps: [{n}]\n" for n in range(4)}
+
+
+# -- the bounded reads ----------------------------------------------------------------------------------------------
+def test_in_flight_follows_each_release_status(harness) -> None:
+    for n, status in enumerate((Status.BUILDING, Status.BUILT, Status.GREEN, Status.FAILED)):
+        harness.ledger.create_release(a_release(f"r-{n}", created=T0 + timedelta(minutes=n), status=status))
+
+    assert [r.id for r in harness.ledger.list_in_flight()] == ["r-1", "r-0"]
+    harness.ledger.update_release("r-0", lambda r: r.with_(status=Status.TESTING))
+    harness.ledger.update_release("r-1", lambda r: r.with_(status=Status.GREEN))
+    harness.ledger.update_release("r-3", lambda r: r.with_(status=Status.BUILDING))
+    assert [r.id for r in harness.ledger.list_in_flight()] == ["r-3", "r-0"]
+
+
+def test_releases_since_a_moment_are_the_newer_ones_newest_first(harness) -> None:
+    for n in range(7):
+        harness.ledger.create_release(a_release(f"r-{n}", created=T0 + timedelta(minutes=n)))
+
+    assert [r.id for r in harness.ledger.releases_since(T0 + timedelta(minutes=4))] == ["r-6", "r-5", "r-4"]
+    assert [r.id for r in harness.ledger.releases_since(None, limit=2)] == ["r-6", "r-5"]
+    assert len(harness.ledger.releases_since()) == 7 == len(harness.ledger.list_releases())
+
+
+def test_a_release_is_found_by_its_image_digest(harness) -> None:
+    digest = "sha256:" + "d" * 64
+    harness.ledger.create_release(a_release("r-1"))
+    with pytest.raises(errors.NotFound):
+        harness.ledger.find_release_by_digest(digest)
+    harness.ledger.update_release("r-1", lambda r: r.with_(status=Status.BUILT, digest=digest))
+    assert harness.ledger.find_release_by_digest(digest).id == "r-1"
+    harness.ledger.create_release(a_release("i-2", digest="sha256:" + "e" * 64, status=Status.BUILT))
+    assert harness.ledger.find_release_by_digest("sha256:" + "e" * 64).id == "i-2"
+
+
+def test_a_ledger_written_before_the_index_is_indexed_once_and_reads_the_same(blob) -> None:
+    blob.container.create_container()
+    for n in range(5):  # as the code before the index wrote them: documents only
+        release = a_release(f"r-{n}", created=T0 + timedelta(minutes=n),
+                            status=Status.BUILDING if n == 4 else Status.GREEN, digest="sha256:" + f"{n}" * 64)
+        blob.container.upload_blob(f"releases/{release.id}.json", json.dumps(release.to_json()))
+
+    fresh = blob.other()
+    assert [r.id for r in fresh.list_in_flight()] == ["r-4"]
+    assert [r.id for r in fresh.releases_since(T0 + timedelta(minutes=3))] == ["r-4", "r-3"]
+    assert fresh.find_release_by_digest("sha256:" + "2" * 64).id == "r-2"
+    assert blob.container.get_blob_client("index/v1").exists()
+
+
+def test_a_stale_in_flight_marker_heals_and_a_marker_without_its_document_is_skipped(blob) -> None:
+    blob.ledger.create_release(a_release("r-1", status=Status.GREEN))
+    blob.container.upload_blob("index/in-flight/r-1", b"")              # its writer died before removing it
+    blob.container.upload_blob("index/in-flight/r-gone", b"")           # died before writing the document
+    blob.container.upload_blob("index/by-time/00000000000000000-r-gone", b"")
+
+    assert blob.ledger.list_in_flight() == []
+    assert not blob.container.get_blob_client("index/in-flight/r-1").exists()
+    assert [r.id for r in blob.ledger.releases_since()] == ["r-1"]
+
+
+def test_a_duplicate_create_leaves_one_release_in_every_read(harness) -> None:
+    harness.ledger.create_release(a_release("r-1", status=Status.GREEN))
+    with pytest.raises(errors.Exists):
+        harness.ledger.create_release(a_release("r-1", created=T0 + timedelta(hours=1)))
+
+    assert [r.id for r in harness.ledger.releases_since()] == ["r-1"]
+    assert harness.ledger.releases_since(T0 + timedelta(minutes=30)) == []
+    assert harness.ledger.list_in_flight() == []
