@@ -1,6 +1,7 @@
 """BlobLedger: ports.Ledger on one blob container, the same on Azurite and Azure Storage.
 
-Layout (docs/ledger.md is the contract):
+Layout (docs/ledger.md is the contract), at the container's root for the application a single-application
+ShipBot ships, under `apps/<name>/` for each other application of the fleet:
     releases/<release id>.json     Release.to_json()
     environments/<name>.json       Environment.to_json(); absent reads as Environment(name)
     leases/<environment>           empty; its blob lease is the one-writer lock on that environment's rollouts
@@ -51,6 +52,7 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Event ids are GUIDs from Event Grid and the webhooks; anything else is hashed into a name of its own.
 _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _JSON = ContentSettings(content_type="application/json")
+_APP = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # shared/fleet.py's application names
 _BY_TIME, _IN_FLIGHT, _DIGEST = "index/by-time/", "index/in-flight/", "index/digest/"
 _INDEX_READY = "index/v1"  # present once every release has its markers
 _PAGE = 100
@@ -71,14 +73,19 @@ class _Busy(Exception):
 class BlobLedger:
     def __init__(self, *, container: ContainerClient, sleep: Callable[[float], None] = time.sleep,
                  attempts: int = 10, lease_seconds: int = 60, lease_wait_seconds: float = 30.0,
-                 lease_poll_seconds: float = 2.0) -> None:
+                 lease_poll_seconds: float = 2.0, app: str = "") -> None:
         """`attempts` bounds the compare-and-swap retries of one update. A lease lasts `lease_seconds`
         (15-60, Azure's limits) and is renewed every third of that while held; a busy lease is polled every
         `lease_poll_seconds` for up to `lease_wait_seconds`, so a rollout queues briefly behind another and
-        otherwise fails as LeaseBusy for the host to retry. `sleep` is every wait's, so tests are instant."""
+        otherwise fails as LeaseBusy for the host to retry. `sleep` is every wait's, so tests are instant.
+        `app` names the application whose ledger this is: its documents live under `apps/<app>/`; the empty
+        name is the layout a single-application ShipBot has always written (its ledger needs no migration)."""
+        if app and not _APP.fullmatch(app):
+            raise ValueError(f"application name {app!r} is not [a-z0-9-]{{1,40}}")
         if not 15 <= lease_seconds <= 60:
             raise ValueError("lease_seconds must be between 15 and 60 (Azure's limits for a finite lease)")
         self._container = container
+        self._prefix = f"apps/{app}/" if app else ""
         self._sleep = sleep
         self._attempts = attempts
         self._lease_seconds = lease_seconds
@@ -128,7 +135,7 @@ class BlobLedger:
         others are fetched in parallel, so a few hundred releases list in about one round trip per page."""
         with blob_storage.boundary("listing releases"):
             # A listing gives ETags bare, a GET's header quoted: compare them bare.
-            blobs = self._container_ready().list_blobs(name_starts_with="releases/")
+            blobs = self._list("releases/")
             listed = {b.name: b.etag.strip('"') for b in blobs}
         with self._listed_lock:
             cached = {n: self._listed[n] for n in listed if n in self._listed and self._listed[n][0] == listed[n]}
@@ -169,7 +176,7 @@ class BlobLedger:
         documents. A marker whose release has settled (its writer died before removing it) is removed."""
         self._index_ready()
         with blob_storage.boundary("listing releases in flight"):
-            ids = [b.name[len(_IN_FLIGHT):] for b in self._container_ready().list_blobs(name_starts_with=_IN_FLIGHT)]
+            ids = [b.name[len(_IN_FLIGHT):] for b in self._list(_IN_FLIGHT)]
         found = []
         for release in self._fetch_ids(ids):
             if release.status.in_flight:
@@ -184,10 +191,10 @@ class BlobLedger:
         self._index_ready()
         out: list[Release] = []
         with blob_storage.boundary("listing releases by time"):
-            pages = self._container_ready().list_blobs(name_starts_with=_BY_TIME,
+            pages = self._container_ready().list_blobs(name_starts_with=self._prefix + _BY_TIME,
                                                        results_per_page=_PAGE).by_page()
             for page in pages:
-                names = [b.name for b in page]
+                names = [b.name[len(self._prefix):] for b in page]
                 keys = [(name, _time_of(name)) for name in names]
                 wanted = [name for name, at in keys if moment is None or at >= moment]
                 out += self._fetch_ids([name[len(_BY_TIME) + 18:] for name in wanted])
@@ -435,7 +442,14 @@ class BlobLedger:
                 f"{_what(name)} kept changing under {self._attempts} attempts to update it") from None
 
     def _blob(self, name: str) -> BlobClient:
-        return self._container_ready().get_blob_client(name)
+        """A document of this ledger: under its application's prefix (the fleet's versions are the bot's own)."""
+        return self._container_ready().get_blob_client(name if name.startswith("fleet/") else self._prefix + name)
+
+    def _list(self, start: str, **options: Any):
+        """Blobs of this ledger whose names start with `start`, named without the application's prefix."""
+        for blob in self._container_ready().list_blobs(name_starts_with=self._prefix + start, **options):
+            blob.name = blob.name[len(self._prefix):]
+            yield blob
 
     def _container_ready(self) -> ContainerClient:
         """Creates the container on first use, once per instance."""

@@ -484,3 +484,30 @@ def test_a_duplicate_create_leaves_one_release_in_every_read(harness) -> None:
     assert [r.id for r in harness.ledger.releases_since()] == ["r-1"]
     assert harness.ledger.releases_since(T0 + timedelta(minutes=30)) == []
     assert harness.ledger.list_in_flight() == []
+
+
+@pytest.mark.integration
+def test_each_application_has_a_ledger_of_its_own_in_one_container(blob_container) -> None:
+    root = BlobLedger(container=blob_container, lease_seconds=15)  # a single-application ShipBot's layout
+    churn = BlobLedger(container=blob_container, lease_seconds=15, app="churn")
+    fraud = BlobLedger(container=blob_container, lease_seconds=15, app="fraud")
+    digest = "sha256:" + "d" * 64
+    for ledger, status in ((root, Status.GREEN), (churn, Status.BUILDING), (fraud, Status.BUILT)):
+        ledger.create_release(a_release("r-1", status=status, digest=digest))
+        ledger.update_environment("staging", lambda e, s=status: e.with_(entry=Entry(T0, s.value, "t")))
+        ledger.create_event_marker("e-1")  # each application sees an event once
+
+    assert [ledger.get_release("r-1").status for ledger in (root, churn, fraud)] == [
+        Status.GREEN, Status.BUILDING, Status.BUILT]
+    assert [len(ledger.list_releases()) for ledger in (root, churn, fraud)] == [1, 1, 1]
+    assert [r.status for r in churn.list_in_flight()] == [Status.BUILDING] and root.list_in_flight() == []
+    assert fraud.find_release_by_digest(digest).status is Status.BUILT
+    assert churn.get_environment("staging").history[-1].what == "building"
+    with churn.lease_environment("staging"), fraud.lease_environment("staging", wait=False):
+        pass  # one application's rollout never waits for another's
+    names = {b.name for b in blob_container.list_blobs()}
+    assert {"releases/r-1.json", "apps/churn/releases/r-1.json", "apps/fraud/releases/r-1.json"} <= names
+    churn.put_fleet("apps: []\n", by="t", at=T0)
+    assert fraud.get_fleet().version == 1  # the fleet is the bot's, not an application's
+    with pytest.raises(ValueError, match="is not"):
+        BlobLedger(container=blob_container, app="Bad/Name")
