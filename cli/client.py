@@ -122,6 +122,9 @@ class Client:
     def rollback(self, environment: str, *, reason: str) -> dict[str, Any]:
         return self._call("POST", f"/api/environments/{_segment(environment)}/rollback", json={"reason": reason})
 
+    def environment_history(self, environment: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/environments/{_segment(environment)}/history")["history"]
+
     def apply_fleet(self, text: str, *, reason: str = "") -> dict[str, Any]:
         return self._call("PUT", "/api/fleet", content=text.encode("utf-8"), params={"reason": reason} if reason else None,
                           headers={"Content-Type": "application/yaml"})

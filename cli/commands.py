@@ -243,3 +243,15 @@ def config(args: argparse.Namespace, ctx: Context) -> int:
     ctx.print(f"# {origin}" + (f": {doc['reason']}" if doc["version"] and doc["reason"] else ""))
     ctx.print(doc["text"].rstrip("\n"))
     return 0
+
+
+def history(args: argparse.Namespace, ctx: Context) -> int:
+    """An environment's whole history, oldest first (what its document archived included); --limit: the last N."""
+    entries = ctx.client.environment_history(args.environment)
+    entries = entries[-args.limit:] if args.limit else entries
+    if args.json:
+        ctx.json(entries)
+        return 0
+    for entry in entries:
+        ctx.print(f"{entry['at'][:19].replace('T', ' ')}  {entry['what']:<24} {entry['by']:<16} {entry['detail']}")
+    return 0

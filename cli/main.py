@@ -104,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
         _json(s)
         s.set_defaults(run=run)
 
+    s = verbs.add_parser("history", help="an environment's whole history, oldest first, archived entries included")
+    s.add_argument("environment", metavar="ENV", help="staging or production")
+    s.add_argument("--limit", type=count, help="only the last N entries")
+    _json(s)
+    s.set_defaults(run=commands.history)
     s = verbs.add_parser("apply", help="apply a fleet file: the applications and their environments")
     s.add_argument("-f", "--file", required=True, metavar="FILE", help="the fleet file (YAML); - reads stdin")
     s.add_argument("--reason", help="why: the ledger keeps it with the version")

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from functions import common
 from shared import errors, events, fleet, operations
+from shared.releases import entries_to_json
 
 bp = func.Blueprint()
 
@@ -94,6 +95,16 @@ def rollback(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
 def _queued(jobs: common.Jobs, job) -> func.HttpResponse:
     jobs.set([job.to_message()])
     return common.answer(202, {"job": dataclasses.asdict(job), "release_id": job.release_id or None})
+
+
+@bp.function_name("environment_history")
+@bp.route(route="environments/{environment}/history", methods=["GET"])
+@common.http_errors
+def environment_history(req: func.HttpRequest) -> func.HttpResponse:
+    """Every history entry of an environment, oldest first, the archived ones included."""
+    name = req.route_params["environment"]
+    entries = operations.environment_history(common.engine(), name)
+    return common.answer(200, {"environment": name, "history": entries_to_json(tuple(entries))})
 
 
 @bp.function_name("fleet")

@@ -78,6 +78,11 @@ def environments(engine: Engine) -> list[tuple[Environment, str | None, str]]:
              engine.ports.deployer.url(name)) for name in ENVIRONMENTS]
 
 
+def environment_history(engine: Engine, environment: str) -> list[Entry]:
+    """Every entry of an environment's history, oldest first: what its document holds and what it archived."""
+    return engine.ledger.environment_history(planning.check_environment(environment, ENVIRONMENTS))
+
+
 def _find(engine: Engine, release_id: str | None, digest: str | None) -> Release:
     if release_id:
         return engine.ledger.get_release(release_id)

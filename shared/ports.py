@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared import fleet
-from shared.releases import Commit, Environment, Model, Release
+from shared.releases import Commit, Entry, Environment, Model, Release
 
 
 # -- the ledger ---------------------------------------------------------------------------------------------
@@ -46,7 +46,8 @@ class Ledger(Protocol):
 
     def find_release_by_digest(self, digest: str) -> Release: ...           # NotFound
     def update_release(self, release_id: str, change: Callable[[Release], Release]) -> Release: ...
-    def get_environment(self, name: str) -> Environment: ...
+    def get_environment(self, name: str) -> Environment: ...                # its recent history only
+    def environment_history(self, name: str) -> list[Entry]: ...            # every entry, archived ones too
     def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment: ...
 
     def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:

@@ -155,6 +155,26 @@ class Environment:
                    history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"), blocked=doc.get("blocked"))
 
 
+HISTORY_LIMIT = 150  # an environment document holds at most this many history entries ...
+HISTORY_CHUNK = 50   # ... and once it would hold more, its oldest this many go to the archive
+
+
+def split_history(env: Environment) -> tuple[Environment, tuple[Entry, ...]]:
+    """(the document to write, the entries to archive first): environments' histories stay bounded, and the
+    ledger keeps what leaves them readable (`Ledger.environment_history`)."""
+    if len(env.history) <= HISTORY_LIMIT:
+        return env, ()
+    return env.with_(history=env.history[HISTORY_CHUNK:]), env.history[:HISTORY_CHUNK]
+
+
+def entries_to_json(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
+    return _to_json(entries)
+
+
+def entries_from_json(docs: list[dict[str, Any]]) -> tuple[Entry, ...]:
+    return tuple(_entry(doc) for doc in docs)
+
+
 def newer(a: Release, b: Release) -> bool:
     """Whether `a` came after `b`: releases are ordered by when they were planned, then by id."""
     return (a.created, a.id) > (b.created, b.id)

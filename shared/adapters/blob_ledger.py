@@ -11,6 +11,7 @@ ShipBot ships, under `apps/<name>/` for each other application of the fleet:
     index/in-flight/<id>           empty, while the release is building, built or testing (list_in_flight)
     index/digest/<hex>             the id of the release whose image has that digest (find_release_by_digest)
     index/v1                       empty: every release has its markers (a ledger from before gets them once)
+    archive/environments/<name>/<first µs>-<n>.json   history entries an environment document let go
 
 Creates send `If-None-Match: *` (a taken name -> errors.Exists). Updates are compare-and-swap: read with the
 ETag, apply `change`, write with `If-Match`; a 412 re-reads and retries with jittered backoff, bounded, then
@@ -41,7 +42,7 @@ from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient, Con
 
 from shared import errors, fleet
 from shared.adapters import blob_storage
-from shared.releases import Environment, Release
+from shared.releases import Entry, Environment, Release, entries_from_json, entries_to_json, split_history
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,31 @@ class BlobLedger:
         return self._read(_environment_blob(name), Environment.from_json, missing=Environment(name))[0]
 
     def update_environment(self, name: str, change: Callable[[Environment], Environment]) -> Environment:
-        return self._update(_environment_blob(name), Environment.from_json, change, missing=Environment(name))
+        def bounded(env: Environment) -> Environment:
+            after, archived = split_history(change(env))
+            if archived:  # before the document lets them go; the same entries make the same archive blob
+                with blob_storage.boundary(f"archiving the history of environment {name}"):
+                    self._blob(_archive_blob(name, archived)).upload_blob(
+                        _dump_json({"environment": name, "history": entries_to_json(archived)}), overwrite=True,
+                        content_settings=_JSON)
+            return after
+
+        return self._update(_environment_blob(name), Environment.from_json, bounded, missing=Environment(name))
+
+    def environment_history(self, name: str) -> list[Entry]:
+        """Every history entry of an environment, oldest first: its archive blobs in time order, then what its
+        document holds (an entry in both, from an archive written by an update that then lost its race, once)."""
+        _environment_blob(name)  # refuses a name that cannot be an environment
+        with blob_storage.boundary(f"reading the history of environment {name}"):
+            names = sorted(b.name for b in self._list(f"archive/environments/{name}/"))
+            archived = [entry for blob in names for entry in entries_from_json(
+                json.loads(self._blob(blob).download_blob().readall())["history"])]
+        seen, out = set(), []
+        for entry in archived + list(self.get_environment(name).history):
+            if entry not in seen:
+                seen.add(entry)
+                out.append(entry)
+        return out
 
     def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         return self._lease(f"leases/{_segment(name, 'environment')}", name, wait=wait)
@@ -486,6 +511,11 @@ def _time_key(release: Release) -> str:
 
 def _time_of(name: str) -> datetime:
     return _EPOCH + timedelta(microseconds=_MAX_MICROS - int(name[len(_BY_TIME):].partition("-")[0]))
+
+
+def _archive_blob(environment: str, entries: tuple[Entry, ...]) -> str:
+    first = (entries[0].at - _EPOCH) // timedelta(microseconds=1)
+    return f"archive/environments/{environment}/{first:017d}-{len(entries):04d}.json"
 
 
 def _fleet_blob(version: int) -> str:

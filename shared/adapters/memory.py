@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared import errors, fleet, ports
-from shared.releases import Commit, Environment, Model, Release
+from shared.releases import Commit, Entry, Environment, Model, Release, split_history
 
 
 class MemoryLedger:
@@ -27,6 +27,7 @@ class MemoryLedger:
         self._environments: dict[str, dict] = {}
         self._markers: set[str] = set()
         self._fleet: list[fleet.Version] = []
+        self._archive: dict[str, list[Entry]] = {}  # environment -> history entries its document let go
         self._leases: dict[str, threading.Lock] = {}
         self.lease_wait_seconds = lease_wait_seconds
         self.writes = 0  # documents written, for tests that check "nothing changed"
@@ -83,11 +84,17 @@ class MemoryLedger:
         with self._lock:
             doc = self._environments.get(name)
             before = Environment.from_json(doc) if doc else Environment(name)
-            after = change(before)
+            after, archived = split_history(change(before))
             if after != before:
+                self._archive.setdefault(name, []).extend(archived)
                 self._environments[name] = after.to_json()
                 self.writes += 1
             return after
+
+    def environment_history(self, name: str) -> list[Entry]:
+        with self._lock:
+            archived = list(self._archive.get(name, []))
+        return archived + list(self.get_environment(name).history)
 
     def lease_environment(self, name: str, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         return self._lease(name, wait=wait)

@@ -511,3 +511,17 @@ def test_each_application_has_a_ledger_of_its_own_in_one_container(blob_containe
     assert fraud.get_fleet().version == 1  # the fleet is the bot's, not an application's
     with pytest.raises(ValueError, match="is not"):
         BlobLedger(container=blob_container, app="Bad/Name")
+
+
+def test_an_environments_history_stays_bounded_and_every_entry_stays_readable(harness) -> None:
+    from shared.releases import HISTORY_LIMIT
+
+    for n in range(HISTORY_LIMIT + 60):
+        harness.ledger.update_environment("staging", lambda e, n=n: e.with_(
+            entry=Entry(T0 + timedelta(minutes=n), "deployed", "t", f"r-{n}")))
+
+    kept = harness.ledger.get_environment("staging").history
+    assert len(kept) <= HISTORY_LIMIT and kept[-1].detail == f"r-{HISTORY_LIMIT + 59}"
+    every = harness.ledger.environment_history("staging")
+    assert [e.detail for e in every] == [f"r-{n}" for n in range(HISTORY_LIMIT + 60)]
+    assert harness.ledger.environment_history("production") == []

@@ -1,4 +1,4 @@
-"""`shipbot apply` and `shipbot config` against the real API functions (functions/api.py over the in-memory
+"""`shipbot apply`, `shipbot config` and `shipbot history` against the real API functions (functions/api.py over the in-memory
 engine), joined by an httpx transport that turns each request into the func.HttpRequest the host would pass."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from functions import common
 from test_engine import World
 from test_functions import FLEET, FUNCTIONS
 
-ROUTES = {"/api/fleet": "fleet", "/api/fleet/history": "fleet_history"}
+ROUTES = {"/api/fleet": "fleet", "/api/fleet/history": "fleet_history",
+          "/api/environments/staging/history": "environment_history"}
 
 
 @pytest.fixture
@@ -32,8 +33,9 @@ def world(monkeypatch) -> World:
 def transport() -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         name = ROUTES[request.url.path]
+        route_params = {"environment": request.url.path.split("/")[3]} if name == "environment_history" else {}
         req = func.HttpRequest(request.method, str(request.url), headers=dict(request.headers),
-                               params=dict(request.url.params), route_params={}, body=request.content)
+                               params=dict(request.url.params), route_params=route_params, body=request.content)
         response = FUNCTIONS[name](req)
         return httpx.Response(response.status_code, content=response.get_body(),
                               headers={"Content-Type": response.mimetype})
@@ -90,3 +92,21 @@ def test_with_nothing_applied_config_shows_the_app_the_settings_describe(world):
 def test_a_file_that_cannot_be_read_is_a_usage_error(world, tmp_path):
     code, _, err = run("apply", "-f", str(tmp_path / "missing.yaml"))
     assert code == 2 and "cannot read" in err
+
+
+def test_history_shows_an_environments_every_entry_archived_ones_included(world):
+    from datetime import UTC, datetime, timedelta
+
+    from shared.releases import HISTORY_LIMIT, Entry
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    for n in range(HISTORY_LIMIT + 10):
+        world.engine.ledger.update_environment("staging", lambda e, n=n: e.with_(
+            entry=Entry(start + timedelta(minutes=n), "deployed to staging", "shipbot", f"r-{n}")))
+
+    code, out, _ = run("history", "staging")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == HISTORY_LIMIT + 10
+    assert lines[0].startswith("2026-03-01 00:00:00  deployed to staging") and lines[0].endswith("r-0")
+    assert run("history", "staging", "--limit", "2")[1].splitlines()[-1].endswith(f"r-{HISTORY_LIMIT + 9}")
+    assert len(world.engine.ledger.get_environment("staging").history) <= HISTORY_LIMIT
