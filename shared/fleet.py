@@ -357,18 +357,26 @@ def _why(error: dict[str, Any]) -> str:
 
 
 def _show(target: LocalTarget | KubernetesTarget) -> str:
-    return f"local port {target.port}" if isinstance(target, LocalTarget) else f"Deployment {target.namespace}/{target.deployment}"
+    if isinstance(target, LocalTarget):
+        return f"local port {target.port}"
+    return f"Deployment {target.namespace}/{target.deployment}"
 
 
 def repository_key(repository: str) -> str:
     """What names a git repository whichever way it is written: `https://GitHub.com/o/r.git/` and
-    `http://github.com/o/r` are one repository, `file:///srv/app.git` and `/srv/app.git` another."""
+    `http://github.com/o/r` are one repository, `file:///srv/app.git` and `/srv/app.git` another, and Azure
+    Repos' `https://org.visualstudio.com/[DefaultCollection/]p/_git/r` is `https://dev.azure.com/org/p/_git/r`."""
     text = repository.strip()
     if text.startswith("file://"):
         text = text[len("file://"):]
     parts = urllib.parse.urlsplit(text)
     if parts.scheme in ("http", "https") and parts.hostname:
-        text = f"{parts.hostname.lower()}{'' if parts.port in (None, 80, 443) else f':{parts.port}'}{parts.path.lower()}"
+        host, path = parts.hostname.lower(), parts.path.lower()
+        if host.endswith(".visualstudio.com"):  # Azure DevOps' older host form, as old service hooks send it
+            path = "/" + host.removesuffix(".visualstudio.com") + path.removeprefix("/defaultcollection")
+            host = "dev.azure.com"
+        port = "" if parts.port in (None, 80, 443) else f":{parts.port}"
+        text = f"{host}{port}{path}"
     return text.rstrip("/").removesuffix(".git")
 
 

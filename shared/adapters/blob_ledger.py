@@ -112,20 +112,22 @@ class BlobLedger:
     def create_release(self, release: Release) -> None:
         name = _release_blob(release.id, creating=True)
         self._index_ready()
-        self._index(release)  # before the document: a marker without one is skipped, never the reverse
         with blob_storage.boundary(f"creating {name}"):
-            try:
-                self._blob(name).upload_blob(_dump(release), overwrite=False, content_settings=_JSON)
-            except azure_errors.ResourceExistsError:
-                exists = True
-            else:
-                exists = False
-        if exists:  # a duplicate: the markers of the release that is there stand, ours go
-            existing = self.get_release(release.id)
-            if _time_key(existing) != _time_key(release):
-                self._unmark(_time_key(release))
-            if release.status.in_flight and not existing.status.in_flight:
-                self._unmark(_IN_FLIGHT + release.id)
+            exists = self._blob(name).exists()  # the usual duplicate (reconcile re-plans the head) writes nothing
+        if not exists:
+            self._index(release)  # before the document: a marker without one is skipped, never the reverse
+            with blob_storage.boundary(f"creating {name}"):
+                try:
+                    self._blob(name).upload_blob(_dump(release), overwrite=False, content_settings=_JSON)
+                except azure_errors.ResourceExistsError:
+                    exists = True
+            if exists:  # created meanwhile by another writer: its markers stand, ours go
+                existing = self.get_release(release.id)
+                if _time_key(existing) != _time_key(release):
+                    self._unmark(_time_key(release))
+                if release.status.in_flight and not existing.status.in_flight:
+                    self._unmark_in_flight(release.id)
+        if exists:
             raise errors.Exists(f"release {release.id} exists")
 
     def get_release(self, release_id: str) -> Release:
@@ -164,7 +166,10 @@ class BlobLedger:
 
         def tracked(release: Release) -> Release:
             seen[:] = [release]
-            return change(release)
+            after = change(release)
+            if after.status.in_flight and not release.status.in_flight:
+                self._mark(_IN_FLIGHT + release.id)  # before the document enters flight: never one without it
+            return after
 
         after = self._update(_release_blob(release_id), Release.from_json, tracked, missing=None)
         if seen and seen[0] != after:
@@ -183,7 +188,7 @@ class BlobLedger:
             if release.status.in_flight:
                 found.append(release)
             else:
-                self._unmark(_IN_FLIGHT + release.id)
+                self._unmark_in_flight(release.id)
         return sorted(found, key=lambda r: (r.created, r.id), reverse=True)
 
     def releases_since(self, moment: datetime | None = None, *, limit: int | None = None) -> list[Release]:
@@ -199,7 +204,7 @@ class BlobLedger:
                 keys = [(name, _time_of(name)) for name in names]
                 wanted = [name for name, at in keys if moment is None or at >= moment]
                 out += self._fetch_ids([name[len(_BY_TIME) + 18:] for name in wanted])
-                if len(wanted) < len(keys) or (limit is not None and len(out) >= limit):
+                if len(wanted) < len(keys) or (limit is not None and len({r.id for r in out}) >= limit):
                     break
         unique = {r.id: r for r in out}.values()  # a marker left by a crashed duplicate create: one release
         ordered = sorted(unique, key=lambda r: (r.created, r.id), reverse=True)
@@ -227,12 +232,22 @@ class BlobLedger:
             self._mark(_DIGEST + release.digest.removeprefix("sha256:"), release.id.encode())
 
     def _index_changed(self, before: Release, after: Release) -> None:
-        if after.status.in_flight and not before.status.in_flight:
+        if after.status.in_flight:  # again on every update in flight: a marker another writer removed comes back
             self._mark(_IN_FLIGHT + after.id)
         if after.digest and (after.digest != before.digest or after.status.in_flight):  # rewritten while in
             self._mark(_DIGEST + after.digest.removeprefix("sha256:"), after.id.encode())  # flight: a lost one heals
         if before.status.in_flight and not after.status.in_flight:
-            self._unmark(_IN_FLIGHT + after.id)
+            self._unmark_in_flight(after.id)
+
+    def _unmark_in_flight(self, release_id: str) -> None:
+        """Removes a release's in-flight marker, then reads the release again: one that went back into flight
+        meanwhile (a retried build) gets its marker back, so a race never hides it."""
+        self._unmark(_IN_FLIGHT + release_id)
+        try:
+            if self.get_release(release_id).status.in_flight:
+                self._mark(_IN_FLIGHT + release_id)
+        except errors.NotFound:
+            pass
 
     def _index_ready(self) -> None:
         """Once per instance: a ledger written before the index had it gets it, from one full listing."""

@@ -525,3 +525,14 @@ def test_an_environments_history_stays_bounded_and_every_entry_stays_readable(ha
     every = harness.ledger.environment_history("staging")
     assert [e.detail for e in every] == [f"r-{n}" for n in range(HISTORY_LIMIT + 60)]
     assert harness.ledger.environment_history("production") == []
+
+
+@pytest.mark.integration
+def test_a_release_back_in_flight_is_never_hidden_by_a_marker_removed_in_a_race(blob) -> None:
+    blob.ledger.create_release(a_release("r-1", status=Status.FAILED))
+    blob.ledger.update_release("r-1", lambda r: r.with_(status=Status.BUILDING))  # a retried build
+    assert [r.id for r in blob.ledger.list_in_flight()] == ["r-1"]
+
+    blob.container.delete_blob("index/in-flight/r-1")  # the stale delete of a settling writer that lost a race
+    blob.ledger.update_release("r-1", lambda r: r.with_(build_attempts=2))  # the next update in flight
+    assert [r.id for r in blob.ledger.list_in_flight()] == ["r-1"]

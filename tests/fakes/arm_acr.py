@@ -76,6 +76,33 @@ class StaticToken:
 
 # -- runs and outcomes --------------------------------------------------------------------------------------------
 STEP_KINDS = {"cmd", "build", "push"}  # what one step of a multi-step task does
+_ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_ALIAS = re.compile(r"\$(\$|[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def render(run_id: str, text: str) -> str:
+    """What ACR's agent makes of a task file's raw text before it reads it as YAML: Go templating (this fake
+    knows {{.Run.ID}}, {{.Run.Registry}} and the raw string {{`...`}}; any other action fails, as an unknown
+    one fails the run), then the `$` aliases of task version v1.1.0 ($ID, $Registry; `$$` is a `$`; any
+    other alias fails here, where the agent would substitute or mangle it)."""
+    values = {".Run.ID": run_id, ".Run.Registry": "{{.Run.Registry}}"}
+
+    def action(match: re.Match[str]) -> str:
+        inner = match.group(1).strip()
+        if inner.startswith("`") and inner.endswith("`") and len(inner) >= 2:
+            return inner[1:-1]
+        if inner in values:
+            return values[inner]
+        raise ValueError(f"template: unknown action {{{{{inner[:40]}}}}}")
+
+    def alias(match: re.Match[str]) -> str:
+        if match.group(1) == "$":
+            return "$"
+        if match.group(1) == "ID":
+            return run_id
+        raise ValueError(f"task alias ${match.group(1)} is not one this fake knows")
+
+    return _ALIAS.sub(alias, _ACTION.sub(action, text))
 
 
 @dataclasses.dataclass
@@ -95,8 +122,8 @@ class FakeRun:
 
     @property
     def task(self) -> dict[str, Any]:
-        """An encoded task's YAML, decoded."""
-        return yaml.safe_load(base64.b64decode(self.request["encodedTaskContent"]))
+        """An encoded task's YAML, decoded and rendered as ACR's agent does before it parses it (render)."""
+        return yaml.safe_load(render(self.run_id, base64.b64decode(self.request["encodedTaskContent"]).decode()))
 
     def finish(self, status: str, *, error: str | None = None, log: str | None = None,
                output_images: list[dict[str, str]] | None = None) -> None:

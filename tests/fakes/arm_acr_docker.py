@@ -5,7 +5,7 @@ an ACR Tasks agent would (integration tests only):
                             Dockerfile path and arguments, pushes each of imageNames to the local registry (the
                             fake's login server, 127.0.0.1:5000) and reports the pushed digest in outputImages
     EncodedTaskRunRequest   decodes the task YAML and runs its steps as ACR's agent does, after its templating
-                            ({{.Run.ID}}; `{{"{{"}}` for a literal `{{`; any other action fails): a `build`
+                            and `$` aliases (tests/fakes/arm_acr.render): a `build`
                             step is `docker build` of the uploaded context with the step's -t, -f, --target,
                             --build-arg and --label words (shell-quoted, as the agent's shell reads them), a
                             `push` step pushes and lists the images in outputImages, a `cmd` step is
@@ -135,7 +135,7 @@ class DockerExecutor:
                         return acr_runs.FAILED, "failed during run, err: exit status 1", []
                     continue
                 if "push" in step:
-                    images += [self._push_image(fake, _render(run, image), log) for image in step["push"]]
+                    images += [self._push_image(fake, image, log) for image in step["push"]]
                     continue
                 container = self._start(step, network.name)
                 containers.append(container)
@@ -166,7 +166,7 @@ class DockerExecutor:
 
     def _build_step(self, fake: FakeAcr, run: FakeRun, command: str, log: list[str]) -> bool:
         """A `build` step: the agent runs `docker build <command>` through a shell, in the uploaded context."""
-        words = shlex.split(_render(run, command))
+        words = shlex.split(command)  # run.task rendered the templating and the aliases
         options: dict[str, Any] = {"args": {}, "labels": {}, "tag": None, "dockerfile": "Dockerfile", "target": None}
         flags = {"-t": "tag", "--tag": "tag", "-f": "dockerfile", "--file": "dockerfile", "--target": "target"}
         while words:
@@ -198,14 +198,6 @@ class DockerExecutor:
         container = self.client.containers.get(created["Id"])
         container.start()
         return container
-
-
-def _render(run: FakeRun, text: str) -> str:
-    """What ACR's Go templating makes of a step's text: the run's values in, `{{"{{"}}` a literal `{{`."""
-    text = text.replace("{{.Run.ID}}", run.run_id).replace('{{"{{"}}', "\0")
-    if "{{" in text:
-        raise ValueError(f"template: unknown action in {text[text.index('{{'):][:40]!r}")
-    return text.replace("\0", "{{")
 
 
 def _line(text: str) -> str:

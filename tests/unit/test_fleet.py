@@ -186,6 +186,9 @@ def test_todays_settings_describe_one_application_staging_then_production():
     ("file:///srv/git/app.git", "/srv/git/app.git", True),
     ("/srv/git/App.git", "/srv/git/app.git", False),  # paths keep their case
     ("https://dev.azure.com/org/proj/_git/app", "https://dev.azure.com/org/proj/_git/app", True),
+    ("https://org.visualstudio.com/proj/_git/app", "https://dev.azure.com/org/proj/_git/app", True),
+    ("https://Org.visualstudio.com/DefaultCollection/proj/_git/app", "https://org@dev.azure.com/org/proj/_git/app", True),
+    ("https://other.visualstudio.com/proj/_git/app", "https://dev.azure.com/org/proj/_git/app", False),
 ])
 def test_a_repository_is_the_same_however_it_is_written(a, b, same):
     assert fleet.same_repository(a, b) is same

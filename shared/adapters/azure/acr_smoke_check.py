@@ -137,7 +137,8 @@ def score(url, config, sample, wanted, timeout, budget):
         return f"{what} answered without {', '.join(repr(k) for k in missing)}"
     if wanted is None:
         return ""
-    difference = first_difference(scored, wanted, rel_tol=float(config.get("tolerance") or REL_TOLERANCE))
+    tolerance = config.get("tolerance")  # 0 is a tolerance too: exact numbers
+    difference = first_difference(scored, wanted, rel_tol=REL_TOLERANCE if tolerance is None else float(tolerance))
     return f"score differs from sample-response.json at {difference}" if difference else ""
 
 

@@ -192,7 +192,8 @@ class AcrTasksBuilder:
 
     def task_yaml(self, image_name: str, plan: buildplan.Plan) -> str:
         """The multi-step task that builds a plan with labels: `docker build` as the agent runs it (a shell
-        command line, so every word is quoted; `{{` escaped from ACR's Go templating), then the push."""
+        command line, so every word is quoted), then the push. The agent renders the file's raw text before it
+        reads the YAML (Go templating, then v1.1.0's `$` aliases): _raw keeps both off our values."""
         image = f"{self.login_server}/{image_name}"
         words = ["-t", image, "-f", plan.dockerfile]
         words += ["--target", plan.target] if plan.target else []
@@ -200,15 +201,14 @@ class AcrTasksBuilder:
             words += ["--build-arg", f"{key}={value}"]
         for key, value in plan.labels.items():
             words += ["--label", f"{key}={value}"]
-        command = shlex.join([*words, "."]).replace("{{", '{{"{{"}}')
         return "\n".join([
             "version: v1.1.0",
             f"stepTimeout: {self.timeout_seconds}",
             "steps:",
             "  - id: build",
-            f"    build: {json.dumps(command)}",
+            f"    build: {_raw(json.dumps(shlex.join([*words, '.'])))}",
             "  - id: push",
-            f"    push: [{json.dumps(image)}]",
+            f"    push: [{_raw(json.dumps(image))}]",
             "",
         ])
 
@@ -247,6 +247,11 @@ def write_context(path: Path, plan: buildplan.Plan) -> None:
     the bytes a function of the content."""
     with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
         plan.write(gz)
+
+
+def _raw(text: str) -> str:
+    """`text` as ACR's agent renders it back: `{{` as Go's raw string {{`{{`}}, `$` as `$$`."""
+    return text.replace("$", "$$").replace("{{", "{{`{{`}}")
 
 
 def _steps(run: Any) -> tuple[tuple[str, float], ...]:
