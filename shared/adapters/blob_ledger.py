@@ -410,13 +410,7 @@ class BlobLedger:
                     raise _Conflict() from None
             return applied
 
-        try:
-            return tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(self._attempts),
-                wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-                retry=tenacity.retry_if_exception_type(_Conflict), sleep=self._sleep)(attempt)
-        except tenacity.RetryError:
-            raise errors.LedgerConflict(f"the fleet kept changing under {self._attempts} attempts to apply it") from None
+        return self._until_no_conflict(attempt, "the fleet")
 
     def _fleet_names(self) -> list[str]:
         with blob_storage.boundary("listing the fleet versions"):
@@ -471,6 +465,10 @@ class BlobLedger:
                     raise _Conflict() from None
             return after
 
+        return self._until_no_conflict(attempt, _what(name))
+
+    def _until_no_conflict(self, attempt: Callable[[], Any], what: str) -> Any:
+        """attempt() again after a conflict (412, or created meanwhile), with jittered backoff, bounded."""
         try:
             return tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(self._attempts),
@@ -478,8 +476,7 @@ class BlobLedger:
                 retry=tenacity.retry_if_exception_type(_Conflict), sleep=self._sleep,
             )(attempt)
         except tenacity.RetryError:
-            raise errors.LedgerConflict(
-                f"{_what(name)} kept changing under {self._attempts} attempts to update it") from None
+            raise errors.LedgerConflict(f"{what} kept changing under {self._attempts} attempts to update it") from None
 
     def _blob(self, name: str) -> BlobClient:
         """A document of this ledger: under its application's prefix (the fleet's versions are the bot's own)."""
