@@ -34,10 +34,9 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import errors
+from shared import contract, errors
 
 FILE = "shipbot.toml"
-MODEL_API_PORT = 5001
 Shape = Literal["image", "score", "model"]
 
 
@@ -149,7 +148,7 @@ def _effective(repo_root: Path, parsed: _File, *, source: str, text: str) -> Man
             if parsed.serve.requirements is not None:
                 _checked(repo_root, parsed.serve.requirements, ("serve", "requirements"), fail, kind="file")
         smoke = smoke.model_copy(update={  # model_api's own contract
-            "port": smoke.port or MODEL_API_PORT, "ready_path": smoke.ready_path or "/readyz",
+            "port": smoke.port or contract.MODEL_API_PORT, "ready_path": smoke.ready_path or "/readyz",
             "identity_path": smoke.identity_path or "/version",
             "expect_json": smoke.expect_json or "sample-response.json"})
         shape = "score" if parsed.serve is not None else "model"

@@ -36,16 +36,27 @@ def about(bot: Bot, environment: str) -> dict:
     return httpx.get(f"http://127.0.0.1:{bot.ports[environment]}/about", timeout=5).json()
 
 
+def first_release(bot: Bot, model: Path, message: str) -> tuple[str, dict]:
+    """Pushes the app, uploads model v1 and waits for its release to settle green: (the commit, the release)."""
+    sha, _ = bot.commit_and_push(message)
+    bot.upload_model(model, "1")
+    planned = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == "1", what="the first release")
+    release = bot.wait_settled(planned["id"])
+    assert release["status"] == "green", release
+    return sha, release
+
+
+def wait_current(bot: Bot, environment: str, release_id: str) -> None:
+    """Until the environment's ledger says it runs the release (the Flask app has no /version to ask)."""
+    bot.wait(lambda: (bot.environments()[environment].get("current") or {}).get("release_id") == release_id,
+             what=f"{environment} runs {release_id}")
+
+
 def test_the_flask_sample_is_released_to_staging_and_production_through_its_own_routes(tmp_path, model):
     bot = Bot(tmp_path, app=ROOT / "samples" / "flask-app").start()
     try:
-        sha, _ = bot.commit_and_push("the Flask app")
-        bot.upload_model(model, "1")
-        planned = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == "1", what="the release")
-        release = bot.wait_settled(planned["id"])
-        assert release["status"] == "green", release
-        bot.wait(lambda: (bot.environments()["staging"].get("current") or {}).get("release_id") == release["id"],
-                 what="staging runs the release")
+        sha, release = first_release(bot, model, "the Flask app")
+        wait_current(bot, "staging", release["id"])
         assert about(bot, "staging") == {"release_id": release["id"], "commit": sha}
         scored = httpx.post(f"http://127.0.0.1:{bot.ports['staging']}/score",
                             content=(model / "sample-request.json").read_bytes(),
@@ -53,8 +64,7 @@ def test_the_flask_sample_is_released_to_staging_and_production_through_its_own_
         assert scored["result"] == pytest.approx(json.loads((model / "sample-response.json").read_text())["result"])
 
         bot.fire("nightly_promotion")
-        bot.wait(lambda: (bot.environments()["production"].get("current") or {}).get("release_id") == release["id"],
-                 what="production runs the release")
+        wait_current(bot, "production", release["id"])
         assert about(bot, "production")["release_id"] == release["id"]
         labels = [e["what"] for e in bot.release(release["id"])["history"]]
         assert labels.count("deployed to staging") == 1 and labels.count("deployed to production") == 1
@@ -65,11 +75,7 @@ def test_the_flask_sample_is_released_to_staging_and_production_through_its_own_
 def test_the_mlops_sample_is_released_around_its_score_py_to_staging_and_production(tmp_path, model):
     bot = Bot(tmp_path, app=ROOT / "samples" / "mlops-score").start()
     try:
-        sha, _ = bot.commit_and_push("the scoring repository")
-        bot.upload_model(model, "1")
-        planned = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == "1", what="the release")
-        release = bot.wait_settled(planned["id"])
-        assert release["status"] == "green", release
+        sha, release = first_release(bot, model, "the scoring repository")
         bot.wait_running("staging", release["id"])
         assert bot.version("staging")["git_commit"] == sha
         url = f"http://127.0.0.1:{bot.ports['staging']}/score"
@@ -109,22 +115,12 @@ BAD_COMMITS = [
 ]
 
 
-def wait_current(bot: Bot, environment: str, release_id: str) -> None:
-    """Until the environment's ledger says it runs the release (the Flask app has no /version to ask)."""
-    bot.wait(lambda: (bot.environments()[environment].get("current") or {}).get("release_id") == release_id,
-             what=f"{environment} runs {release_id}")
-
-
 def test_bad_commits_fail_with_a_reason_leave_the_environments_alone_and_the_fix_releases(tmp_path, model):
     # A build that fails sends no event (neither does ACR Tasks'): reconcile finds it, here every 3 s.
     bot = Bot(tmp_path, app=ROOT / "samples" / "flask-app", reconcile_schedule="*/3 * * * * *").start()
     good = {name: (bot.work / name).read_text() for name in ("shipbot.toml", "Dockerfile", "app.py")}
     try:
-        bot.commit_and_push("the Flask app")
-        bot.upload_model(model, "1")
-        first = bot.wait_settled(bot.wait_release(lambda r: (r.get("model") or {}).get("version") == "1",
-                                                  what="the first release")["id"])
-        assert first["status"] == "green", first
+        _, first = first_release(bot, model, "the Flask app")
         wait_current(bot, "staging", first["id"])
 
         for what, changes, explains in BAD_COMMITS:
