@@ -65,7 +65,9 @@ class Client:
     """ShipBot's API. Methods return the API's JSON; errors raise ApiError or Unreachable."""
 
     def __init__(self, base_url: str = DEFAULT_URL, *, key: str | None = None, actor: str | None = None,
-                 timeout: httpx.Timeout | float = TIMEOUT, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: httpx.Timeout | float = TIMEOUT, transport: httpx.BaseTransport | None = None,
+                 app: str | None = None) -> None:
+        self.app = app  # every call is about this application (`?app=`); None: the only one
         headers = {"x-shipbot-actor": actor or default_actor(), "accept": "application/json",
                    "user-agent": "shipbot-cli"}
         if key:
@@ -113,11 +115,21 @@ class Client:
         body.update({"release_id": release_id} if release_id else {"digest": digest})
         return self._call("POST", f"/api/environments/{_segment(environment)}/deploy", json=body)
 
-    def promote(self, *, release_id: str | None = None, reason: str = "", force: bool = False) -> dict[str, Any]:
+    def promote(self, *, to: str = "production", release_id: str | None = None, reason: str = "",
+                force: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": reason, "force": force}
         if release_id:
             body["release_id"] = release_id
-        return self._call("POST", "/api/environments/production/promote", json=body)
+        return self._call("POST", f"/api/environments/{_segment(to)}/promote", json=body)
+
+    def approve(self, environment: str, release_id: str, *, reason: str) -> dict[str, Any]:
+        """200 {"release", "job": null}, or 202 {"job", "release_id", "release"} when the rollout was queued."""
+        return self._call("POST", f"/api/environments/{_segment(environment)}/approvals",
+                          json={"release_id": release_id, "reason": reason})
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        """Every application of the fleet, with its environments in chain order."""
+        return self._call("GET", "/api/apps").get("apps", [])
 
     def rollback(self, environment: str, *, reason: str) -> dict[str, Any]:
         return self._call("POST", f"/api/environments/{_segment(environment)}/rollback", json={"reason": reason})
@@ -137,6 +149,8 @@ class Client:
 
     # -- the wire ---------------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self.app:
+            kwargs["params"] = {**(kwargs.get("params") or {}), "app": self.app}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as e:

@@ -48,6 +48,14 @@ class Context:
 
 
 def status(args: argparse.Namespace, ctx: Context) -> int:
+    if not ctx.client.app:
+        apps = ctx.client.list_apps()
+        if len(apps) > 1:
+            if args.json:
+                ctx.json({"apps": apps})
+            else:
+                ctx.print(render.fleet_view(apps, now=ctx.now()))
+            return OK
     environments = ctx.client.list_environments()
     releases = ctx.client.list_releases(limit=args.limit)
     if args.json:
@@ -114,9 +122,28 @@ def promote(args: argparse.Namespace, ctx: Context) -> int:
     _forced_needs_reason(args)
     before = _rolled_back(ctx, args.release_id) if _waits(args, ctx) and args.release_id else None
     since = ctx.now()
-    answer = ctx.client.promote(release_id=args.release_id, reason=args.reason or "", force=args.force)
-    return _after("promote to production", "production", answer, args, ctx, since=since,
-                  rolled_back_before=before)
+    to = args.to or _last_environment(ctx)
+    answer = ctx.client.promote(to=to, release_id=args.release_id, reason=args.reason or "", force=args.force)
+    return _after(f"promote to {to}", to, answer, args, ctx, since=since, rolled_back_before=before)
+
+
+def approve(args: argparse.Namespace, ctx: Context) -> int:
+    since = ctx.now()
+    answer = ctx.client.approve(args.environment, args.release_id, reason=args.reason)
+    if answer.get("job") is None:
+        if args.json:
+            ctx.json(answer)
+        else:
+            ctx.print(f"{args.release_id} approved for {args.environment} of {args.approve_app}; it goes there when "
+                      "its rule moves it (the schedule's next slot, or once its soak is over)")
+        return OK
+    return _after(f"approval of {args.release_id} for {args.environment}", args.environment, answer, args, ctx,
+                  since=since)
+
+
+def _last_environment(ctx: Context) -> str:
+    names = [env.get("name") for env in ctx.client.list_environments()]
+    return names[-1] if names else "production"
 
 
 def rollback(args: argparse.Namespace, ctx: Context) -> int:

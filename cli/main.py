@@ -6,6 +6,7 @@ Settings come from the environment, read here and nowhere else:
   SHIPBOT_API_KEY    its function key; unset and the URL local: the local host's default key
                      from $SHIPBOT_STATE/host-keys.json
   SHIPBOT_ACTOR      who asks, as the ledger records it (default $USER@hostname)
+  SHIPBOT_APP        the application every verb is about (--app; optional when the fleet has one)
   SHIPBOT_STATE      the local stack's state directory (default /var/lib/shipbot)
 
 Exit codes: 0 done; 1 the API refused or failed, no answer, the rollout failed or the stack did not come
@@ -38,11 +39,13 @@ class Settings:
     api_key: str | None = None
     actor: str | None = None
     state: Path = DEFAULT_STATE
+    app: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(api_url=env.get("SHIPBOT_API_URL") or DEFAULT_URL, api_key=env.get("SHIPBOT_API_KEY") or None,
-                   actor=env.get("SHIPBOT_ACTOR") or None, state=Path(env.get("SHIPBOT_STATE") or DEFAULT_STATE))
+                   actor=env.get("SHIPBOT_ACTOR") or None, state=Path(env.get("SHIPBOT_STATE") or DEFAULT_STATE),
+                   app=env.get("SHIPBOT_APP") or None)
 
     def key(self) -> str | None:
         """The explicit key, else (only for a local URL: never send a local key elsewhere) the local host's."""
@@ -53,74 +56,89 @@ class Settings:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shipbot", description="ShipBot: release app code + model as one image.")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    app = argparse.ArgumentParser(add_help=False)  # --app before or after the verb
+    app.add_argument("--app", metavar="APP", default=argparse.SUPPRESS,
+                     help="the application (default $SHIPBOT_APP; optional when the fleet has one)")
+    p.add_argument("--app", metavar="APP", default=None, help=argparse.SUPPRESS)
+    subparsers = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    up = verbs.add_parser("up", help="start the local stack (idempotent)")
+    def verb(name: str, **kwargs) -> argparse.ArgumentParser:  # every verb of the API takes --app
+        return subparsers.add_parser(name, parents=[] if name in ("up", "down") else [app], **kwargs)
+
+    up = verb("up", help="start the local stack (idempotent)")
     up.add_argument("--port", type=int, default=7071, help="the local host's port (default 7071)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the host (default 180)")
     up.set_defaults(run=up_down.up)
-    down = verbs.add_parser("down", help="stop the local host and the stack's daemons")
+    down = verb("down", help="stop the local host and the stack's daemons")
     down.add_argument("--purge", action="store_true", help="also remove the environment containers")
     down.add_argument("--timeout", type=float, default=20.0, help="seconds before SIGKILL (default 20)")
     down.set_defaults(run=up_down.down)
 
-    s = verbs.add_parser("status", help="environments and the most recent releases")
+    s = verb("status", help="every application's environments (one app's: and its recent releases)")
     _json(s), _limit(s, 10)
     s.set_defaults(run=commands.status)
-    s = verbs.add_parser("releases", help="the most recent releases, newest first")
+    s = verb("releases", help="the most recent releases, newest first")
     _json(s), _limit(s, 20)
     s.set_defaults(run=commands.releases)
-    s = verbs.add_parser("release", help="one release: details and history")
+    s = verb("release", help="one release: details and history")
     s.add_argument("release_id", metavar="RELEASE_ID")
     _json(s)
     s.set_defaults(run=commands.release)
-    s = verbs.add_parser("build", help="plan (and build) the release of a commit and a model")
+    s = verb("build", help="plan (and build) the release of a commit and a model")
     s.add_argument("--commit", help="a commit sha (default: the release branch's head)")
     s.add_argument("--model", metavar="NAME/VERSION", help="default: the current model")
     _json(s)
     s.set_defaults(run=commands.build)
 
-    s = verbs.add_parser("deploy", help="deploy a release (or an image digest) to an environment")
-    s.add_argument("environment", metavar="ENV", help="staging or production")
+    s = verb("deploy", help="deploy a release (or an image digest) to an environment")
+    s.add_argument("environment", metavar="ENV", help="an environment of the application's chain")
     s.add_argument("release_id", metavar="RELEASE_ID", nargs="?", help="a release id (r-... or i-...)")
     s.add_argument("--digest", metavar="sha256:...", help="instead of RELEASE_ID: the release of this image")
     _rollout(s, force=True)
     s.set_defaults(run=commands.deploy)
-    s = verbs.add_parser("promote", help="promote a release (default: the newest verified on staging) to production")
+    s = verb("promote", help="promote a release (default: the newest verified on the environment "
+                             "before) to an environment (default: the last of the chain)")
     s.add_argument("release_id", metavar="RELEASE_ID", nargs="?",
-                   help="default: the newest release verified on staging that is newer than production's")
+                   help="default: the newest release verified on the environment before that is newer")
+    s.add_argument("--to", metavar="ENV", help="the environment (default: the last of the chain, production)")
     _rollout(s, force=True)
     s.set_defaults(run=commands.promote)
-    s = verbs.add_parser("rollback", help="roll an environment back to what it ran before")
-    s.add_argument("environment", metavar="ENV", help="staging or production")
+    s = verb("approve", help="let a release through an environment's approval gate")
+    s.add_argument("approve_app", metavar="APP", help="the application")
+    s.add_argument("environment", metavar="ENV", help="the environment whose chain entry says approval: true")
+    s.add_argument("release_id", metavar="RELEASE_ID")
+    _rollout(s, force=False)
+    s.set_defaults(run=commands.approve)
+    s = verb("rollback", help="roll an environment back to what it ran before")
+    s.add_argument("environment", metavar="ENV", help="an environment of the application's chain")
     _rollout(s, force=False)
     s.set_defaults(run=commands.rollback)
 
-    for verb, run, text in (("hold", commands.hold, "keep automatic paths away from a release"),
+    for name, run, text in (("hold", commands.hold, "keep automatic paths away from a release"),
                             ("unhold", commands.unhold, "let automatic paths use a release again")):
-        s = verbs.add_parser(verb, help=text)
+        s = verb(name, help=text)
         s.add_argument("release_id", metavar="RELEASE_ID")
-        s.add_argument("--reason", required=verb == "hold", help="why: the ledger records it")
+        s.add_argument("--reason", required=name == "hold", help="why: the ledger records it")
         _json(s)
         s.set_defaults(run=run)
 
-    s = verbs.add_parser("history", help="an environment's whole history, oldest first, archived entries included")
-    s.add_argument("environment", metavar="ENV", help="staging or production")
+    s = verb("history", help="an environment's whole history, oldest first, archived entries included")
+    s.add_argument("environment", metavar="ENV", help="an environment of the application's chain")
     s.add_argument("--limit", type=count, help="only the last N entries")
     _json(s)
     s.set_defaults(run=commands.history)
-    s = verbs.add_parser("apply", help="apply a fleet file: the applications and their environments")
+    s = verb("apply", help="apply a fleet file: the applications and their environments")
     s.add_argument("-f", "--file", required=True, metavar="FILE", help="the fleet file (YAML); - reads stdin")
     s.add_argument("--reason", help="why: the ledger keeps it with the version")
     _json(s)
     s.set_defaults(run=commands.apply)
-    s = verbs.add_parser("config", help="the fleet file in force (or an earlier version), or --history")
+    s = verb("config", help="the fleet file in force (or an earlier version), or --history")
     s.add_argument("--version", type=count, help="an earlier version")
     s.add_argument("--history", action="store_true", help="every version applied: who, when, why")
     _json(s)
     s.set_defaults(run=commands.config)
 
-    s = verbs.add_parser("logs", help="the ledger's history lines, in time order")
+    s = verb("logs", help="the ledger's history lines, in time order")
     s.add_argument("release_id", metavar="RELEASE_ID", nargs="?", help="one release's history only")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     s.add_argument("--interval", type=seconds, default=2.0, help="seconds between polls with --follow")
@@ -141,7 +159,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     try:
         if args.run in (up_down.up, up_down.down):
             return args.run(args, settings.state, os.environ if environ is None else environ)
-        with Client(settings.api_url, key=settings.key(), actor=settings.actor, transport=transport) as client:
+        app = getattr(args, "approve_app", None) or getattr(args, "app", None) or settings.app
+        with Client(settings.api_url, key=settings.key(), actor=settings.actor, transport=transport,
+                    app=app) as client:
             return args.run(args, commands.Context(client, sleep=sleep, clock=clock, tty=tty))
     except (commands.Usage, InvalidArgument) as e:
         print(f"shipbot: {e}", file=sys.stderr)

@@ -135,6 +135,19 @@ def status_view(environments: Sequence[dict[str, Any]], releases: Sequence[dict[
     return "\n".join(parts)
 
 
+def fleet_view(apps: Sequence[dict[str, Any]], *, now: datetime) -> str:
+    """`shipbot status` of a fleet: one row per environment of every application, in chain order."""
+    rows, notes = [], []
+    for app in apps:
+        for env in app.get("environments") or ():
+            current = env.get("current") or {}
+            rows.append([app.get("name", NONE), env.get("name", NONE), env.get("rule") or NONE,
+                         current.get("release_id") or NONE, age(current.get("at"), now=now),
+                         current.get("by") or NONE, env.get("url") or NONE])
+        notes += [f"{app.get('name')}: {note}" for note in drift_notes(app.get("environments") or ())]
+    return "\n".join([table(["APP", "ENVIRONMENT", "RULE", "RELEASE", "SINCE", "BY", "URL"], rows), *notes])
+
+
 def release_view(release: dict[str, Any], *, now: datetime) -> str:
     """`shipbot release ID`: every field an operator acts on, then the history."""
     model = release.get("model") or {}
@@ -150,6 +163,7 @@ def release_view(release: dict[str, Any], *, now: datetime) -> str:
         ("image", _image(release)),
         ("build", release.get("build_id") and f"{release['build_id']} (attempts: {release.get('build_attempts', 0)})"),
         ("deployed", ", ".join(release.get("deployed") or ()) or None),
+        ("approved", ", ".join(release.get("approved") or ()) or None),
         ("flags", flags(release) if flags(release) != NONE else None),
         ("reason", release.get("reason")),
     ]

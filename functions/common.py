@@ -19,6 +19,7 @@ from typing import Any
 import azure.functions as func
 
 from shared import errors, events, wiring
+from shared.bot import Bot, Routed
 from shared.engine import Engine, Outcome
 from shared.settings import Settings
 
@@ -38,13 +39,27 @@ def settings() -> Settings:
 
 
 @functools.cache
-def engine() -> Engine:
-    return wiring.engine(settings())
+def bot() -> Bot:
+    return wiring.bot(settings())
 
 
-def enqueue(out: Jobs, outcome: Outcome) -> None:
+def engine(req: func.HttpRequest | None = None) -> Engine:
+    """The engine of the application a request names (`?app=`), or of the only one (404 otherwise)."""
+    name = req.params.get("app") if req is not None else None
+    return bot().engine(name or None)
+
+
+def enqueue(out: Jobs, outcome: Outcome | Routed) -> None:
     if outcome.jobs:
         out.set([job.to_message() for job in outcome.jobs])
+
+
+def routed(what: str, outcome: Routed) -> None:
+    """Logs what a trigger did across the fleet; one application's failure is logged (reconcile repairs it)."""
+    log.info("%s: %s (%d jobs)", what, outcome.summary, len(outcome.jobs))
+    if outcome.failure is not None:
+        log.warning("%s: an application failed and is left to reconcile: %s: %s", what,
+                    type(outcome.failure).__name__, outcome.failure)
 
 
 def event_grid_envelope(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
@@ -67,8 +82,8 @@ def handle_event(parse, event: func.EventGridEvent, jobs_out: Jobs) -> None:
     except errors.InvalidEvent as e:
         log.warning("event %s dropped: %s", event.id, e)
         return
-    outcome = engine().handle(domain_event)
-    log.info("event %s: %s", event.id, outcome.summary)
+    outcome = bot().handle(domain_event)
+    routed(f"event {event.id}", outcome)
     enqueue(jobs_out, outcome)
 
 

@@ -1,9 +1,9 @@
-"""Timers: the nightly promotion (SHIPBOT_PROMOTION_SCHEDULE, default 02:00 UTC) and the reconcile that
-repairs whatever a lost or failed event left undone (SHIPBOT_RECONCILE_SCHEDULE, default every 5 minutes).
-Both are NCRONTAB expressions: {second} {minute} {hour} {day} {month} {day-of-week}.
+"""Timers, for every application of the fleet: the nightly promotion (SHIPBOT_PROMOTION_SCHEDULE, default 02:00
+UTC: the `schedule` environments whose slot passed take their release) and the reconcile that repairs whatever
+a lost or failed event left undone and fires any other slot that passed (SHIPBOT_RECONCILE_SCHEDULE, default
+every 5 minutes). Both are NCRONTAB expressions: {second} {minute} {hour} {day} {month} {day-of-week}.
 """
 
-import logging
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -12,15 +12,14 @@ from functions import common
 from shared import events
 
 bp = func.Blueprint()
-log = logging.getLogger("shipbot.functions")
 
 
 @bp.function_name("nightly_promotion")
 @bp.timer_trigger(arg_name="timer", schedule="%SHIPBOT_PROMOTION_SCHEDULE%", use_monitor=True)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 def nightly_promotion(timer: func.TimerRequest, jobs: common.Jobs) -> None:
-    outcome = common.engine().handle(events.PromotionDue(datetime.now(UTC)))
-    log.info("nightly promotion: %s", outcome.summary)
+    outcome = common.bot().handle(events.PromotionDue(datetime.now(UTC)))
+    common.routed("scheduled promotions", outcome)
     common.enqueue(jobs, outcome)
 
 
@@ -31,6 +30,6 @@ def nightly_promotion(timer: func.TimerRequest, jobs: common.Jobs) -> None:
                   use_monitor=False)
 @bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
 def reconcile(timer: func.TimerRequest, jobs: common.Jobs) -> None:
-    outcome = common.engine().handle(events.ReconcileDue(datetime.now(UTC)))
-    log.info("reconcile: %s (%d jobs)", outcome.summary, len(outcome.jobs))
+    outcome = common.bot().handle(events.ReconcileDue(datetime.now(UTC)))
+    common.routed("reconcile", outcome)
     common.enqueue(jobs, outcome)

@@ -29,7 +29,7 @@ def run_job(message: func.QueueMessage, jobs: common.Jobs) -> None:
         log.warning("queue message %s dropped: %s", message.id, e)
         return
     try:
-        outcome = common.engine().run(job)
+        outcome = common.bot().run(job)
         log.info("job %s: %s", job.kind, outcome.summary)
         common.enqueue(jobs, outcome)  # what follows it (a green smoke test's staging rollout)
     except (errors.PermanentError, errors.NotFound) as e:  # retrying will not help; the ledger says why

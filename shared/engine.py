@@ -12,13 +12,14 @@ Raises shared.errors; functions/ decides what each means for its trigger.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
 
-from shared import errors, events, fleet, jobs, planning, ports
+from shared import errors, events, fleet, jobs, ncrontab, planning, ports
 from shared.jobs import Job
-from shared.releases import ENVIRONMENTS, Deployment, Entry, Environment, Release, Status
+from shared.releases import Deployment, Entry, Environment, Release, Status
 from shared.releases import release_id_for, release_id_for_digest
 
 log = logging.getLogger("shipbot.engine")
@@ -27,16 +28,22 @@ MAX_LOST_BUILDS = 3  # restarts of a build the builder lost, before the release 
 REVISION_LABEL = "org.opencontainers.image.revision"
 RELEASE_LABEL = "dev.shipbot.release.id"
 MODEL_SHA_LABEL = "dev.shipbot.model.sha256"
+CANDIDATE_WINDOW = 500  # releases an environment's next one is chosen among, newest first
+DEFAULT_CHAIN = tuple(fleet.Environment.model_validate(doc) for doc in (
+    {"name": "staging", "target": {"kind": "local", "port": 8081}, "rule": "on_green"},
+    {"name": "production", "target": {"kind": "local", "port": 8080}, "rule": "schedule", "schedule": "0 0 2 * * *"}))
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     repository: str                        # full image name our builds push to: "<registry>/<path>"
     release_branch: str = "main"
-    model_name: str | None = None          # None: the most recently uploaded model name
+    models: tuple[str, ...] = ()           # the model names it follows; (): the most recently uploaded name
     allowed_repositories: frozenset[str] = frozenset()  # full names; ImagePushed elsewhere is ignored
     source_repository: str = ""            # the app's git repository; a push to another one changes nothing
     max_build_attempts: int = 3
+    chain: tuple[fleet.Environment, ...] = DEFAULT_CHAIN  # its environments, in order, with their rules
+    app: str = ""                          # the application's name, stamped on the jobs it hands out
 
 
 @dataclass(slots=True)
@@ -52,6 +59,22 @@ class Engine:
     def __init__(self, ports_: ports.Ports, config: Config) -> None:
         self.ports, self.config = ports_, config
         self.ledger = ports_.ledger
+        self.environments = tuple(spec.name for spec in config.chain)
+
+    # -- the chain --------------------------------------------------------------------------------------------
+    def spec(self, environment: str) -> fleet.Environment:
+        """An environment of the chain (NotFound names the ones there are)."""
+        planning.check_environment(environment, self.environments)
+        return self.config.chain[self.environments.index(environment)]
+
+    def previous(self, environment: str) -> str | None:
+        """The environment a release comes from on its way into `environment`; None for the first."""
+        index = self.environments.index(self.spec(environment).name)
+        return self.environments[index - 1] if index else None
+
+    def following(self, environment: str) -> fleet.Environment | None:
+        index = self.environments.index(self.spec(environment).name)
+        return self.config.chain[index + 1] if index + 1 < len(self.config.chain) else None
 
     # -- events -----------------------------------------------------------------------------------------------
     def handle(self, event: object) -> Outcome:
@@ -63,11 +86,17 @@ class Engine:
             except errors.Exists:
                 return Outcome(f"event {event_id} was handled before; nothing to do")
         try:
-            return self._dispatch(event)
+            return self._stamped(self._dispatch(event))
         except Exception:
             if event_id:  # let the redelivery try again; the ledger holds whatever was done
                 self.ledger.delete_event_marker(event_id)
             raise
+
+    def _stamped(self, outcome: Outcome) -> Outcome:
+        """Jobs carry the application they are for, so that the work queue hands each to its engine."""
+        if self.config.app:
+            outcome.jobs = [dataclasses.replace(job, app=self.config.app) for job in outcome.jobs]
+        return outcome
 
     def _dispatch(self, event: object) -> Outcome:
         match event:
@@ -86,26 +115,31 @@ class Engine:
             case events.ImagePushed():
                 return self.image_pushed(event)
             case events.PromotionDue():
-                return self.promotion_due()
+                return self.schedules_due()
             case events.ReconcileDue():
                 return self.reconcile(trigger="reconcile timer")
         raise errors.InvalidEvent(f"no handler for {type(event).__name__}")
 
     def reconcile(self, *, trigger: str) -> Outcome:
-        """Converge: the wanted release exists and builds; lost steps of releases in flight are redone; staging
-        runs the newest green release."""
+        """Converge: the wanted release exists and builds; lost steps of releases in flight are redone; each
+        `on_green` environment runs the newest release its rules admit; a `schedule` slot that passed fires."""
         found: list[Job] = []
         for release in self.ledger.list_in_flight():  # first, so that a build found failed is retried below
             found += self._repair(release)
         found += self._orphaned_rollouts()
         wanted, summary = self._ensure_wanted_release(trigger)
-        staging = self._staging_behind()
-        if staging:
-            found.append(staging)
+        now = self.ports.clock()
+        for spec in self.config.chain:
+            job = (self.advance(spec, by="reconcile") if spec.rule == "on_green"
+                   else self._slot(spec, now) if spec.rule == "schedule" else None)
+            if job:
+                found.append(job)
         return Outcome(summary, found, wanted)
 
     def _ensure_wanted_release(self, trigger: str) -> tuple[Release | None, str]:
-        model = planning.current_model(self.ports.models.list_models(), self.config.model_name)
+        if self.ports.source is None:
+            return None, "no source: this application's releases come from image pushes"
+        model = planning.current_model(self.ports.models.list_models(), self.config.models)
         if model is None:
             return None, "no complete model in the models container yet"
         head = self.ports.source.get_head(self.config.release_branch)
@@ -188,16 +222,43 @@ class Engine:
         self._supersede_older(release)
         return release
 
-    def promotion_due(self) -> Outcome:
-        production = self.ledger.get_environment("production")
-        if production.blocked:
-            return Outcome(f"nothing promoted: production is blocked ({production.blocked})")
-        current = self.current_release(production)
-        candidate = planning.promotion_candidate(self.releases_since(current), production, current)
-        if candidate is None:
-            return Outcome("nothing to promote")
-        return Outcome(f"promoting {candidate.id}", [jobs.rollout("production", candidate.id, by="nightly")],
-                       candidate)
+    def schedules_due(self) -> Outcome:
+        """The `schedule` environments whose slot passed since the last look: each fires once."""
+        now = self.ports.clock()
+        found = [job for spec in self.config.chain if spec.rule == "schedule" for job in [self._slot(spec, now)] if job]
+        return Outcome(f"{len(found)} scheduled rollout{'s' * (len(found) != 1)}", found)
+
+    def _slot(self, spec: fleet.Environment, now) -> Job | None:
+        """A `schedule` rule: the latest slot in (the last one handled, now] fires once, however many were missed
+        while the bot was down. The first look only starts the count, so applying a chain deploys nothing."""
+        schedule, fired = ncrontab.parse(spec.schedule or ""), [None]
+
+        def mark(env: Environment) -> Environment:  # again after a 412: one reconcile of many fires the slot
+            if env.scheduled is None:
+                fired[0] = None
+                return env.with_(scheduled=now)
+            fired[0] = schedule.last_due(env.scheduled, now, spec.zone)
+            return env.with_(scheduled=fired[0]) if fired[0] else env
+
+        self.ledger.update_environment(spec.name, mark)
+        if fired[0] is None:
+            return None
+        slot = fired[0].astimezone(spec.zone).isoformat(timespec="minutes")
+        job = self.advance(spec, by="schedule", reason=f"the {slot} slot of {spec.schedule} ({spec.time_zone})")
+        log.info("%s: schedule slot %s: %s", spec.name, slot, f"rolling out {job.release_id}" if job else
+                 "nothing to roll out")
+        return job
+
+    def advance(self, spec: fleet.Environment, *, by: str, reason: str = "") -> Job | None:
+        """The rollout that moves `spec`'s environment to the newest release its rules and gates admit, if any."""
+        env = self.ledger.get_environment(spec.name)
+        if env.blocked:  # an automatic rollout failed for good (a refused credential): the operator's turn
+            return None
+        previous, now = self.previous(spec.name), self.ports.clock()
+        current = self.current_release(env)
+        chosen = planning.candidate(self.releases_since(current), env, current, previous=previous,
+                                    gate=lambda r: planning.gate(r, spec, previous, now))
+        return jobs.rollout(spec.name, chosen.id, by=by, reason=reason) if chosen else None
 
     # -- repairs (reconcile) ----------------------------------------------------------------------------------
     def _repair(self, release: Release) -> list[Job]:
@@ -213,7 +274,7 @@ class Engine:
     def _orphaned_rollouts(self) -> list[Job]:
         """Rollouts whose worker died under way: the environment says one is pending and nobody holds its lease."""
         found = []
-        for name in ENVIRONMENTS:
+        for name in self.environments:
             env = self.ledger.get_environment(name)
             if env.pending and self._lease_free(self.ledger.lease_environment(name, wait=False)):
                 try:
@@ -292,21 +353,13 @@ class Engine:
             return None
         return image if image.labels.get(RELEASE_LABEL) == release.id else None
 
-    def _staging_behind(self) -> Job | None:
-        staging = self.ledger.get_environment("staging")
-        if staging.blocked:  # an automatic rollout failed for good (a refused credential): the operator's turn
-            return None
-        current = self.current_release(staging)
-        candidate = planning.staging_candidate(self.releases_since(current), staging, current)
-        return jobs.rollout("staging", candidate.id, by="reconcile") if candidate else None
-
     # -- jobs -------------------------------------------------------------------------------------------------
     def run(self, job: Job) -> Outcome:
         """Runs one job; returns its summary and the jobs to enqueue next. Repeating a job does no harm."""
         if job.kind == "test":
-            return self._test(job.release_id)
+            return self._stamped(self._test(job.release_id))
         if job.kind == "rollout":
-            return Outcome(self._rollout(job))
+            return self._stamped(self._rollout(job))
         return Outcome(self._rollback(job))
 
     def _test(self, release_id: str) -> Outcome:
@@ -356,24 +409,29 @@ class Engine:
             status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)) if ours(r) else r)
         if release.status is not Status.GREEN:
             return Outcome(f"release {release_id}: another tester took over; this result is dropped")
-        return Outcome(f"release {release_id} passed its smoke test; staging rollout queued",
-                       [jobs.rollout("staging", release_id, by="shipbot", reason="smoke test passed")], release)
+        first = self.config.chain[0]
+        job = self.advance(first, by="shipbot", reason="smoke test passed") if first.rule == "on_green" else None
+        return Outcome(f"release {release_id} passed its smoke test" +
+                       (f"; {first.name} rollout of {job.release_id} queued" if job else ""), [job] if job else [],
+                       release)
 
-    def _rollout(self, job: Job) -> str:
-        environment = planning.check_environment(job.environment, ENVIRONMENTS)
+    def _rollout(self, job: Job) -> Outcome:
+        spec = self.spec(job.environment)
+        environment, previous = spec.name, self.previous(spec.name)
         with self.ledger.lease_environment(environment):
             release = self.ledger.get_release(job.release_id)
             env = self.ledger.get_environment(environment)
             why = "" if job.force else planning.refusal(
-                release, env, self.current_release(env), automatic=job.automatic,
-                tested_on="staging" if environment == "production" else None)
+                release, env, self.current_release(env), automatic=job.automatic, tested_on=previous)
+            if not why and job.automatic and not job.force:
+                why = planning.gate(release, spec, previous, self.ports.clock())
             if job.force and release.digest is None:
                 why = f"release {release.id} has no image"
             if why:
                 self._pending(environment, None, of=job.release_id)  # e.g. a dead worker's, done since
                 if not job.force:
                     self._record_refusal(release, environment, job, why)
-                return f"not deployed to {environment}: {why}"
+                return Outcome(f"not deployed to {environment}: {why}")
             env = self._pending(environment, job.to_message())  # a worker that dies leaves it for reconcile
             try:
                 verdict = self.ports.deployer.deploy(environment, release.ref, self._expectation(release))
@@ -384,9 +442,16 @@ class Engine:
                 raise
             if verdict.passed:
                 self._record_deployed(release, env, job, verdict)
-                return f"{release.id} runs on {environment}"
-            self._record_failed_rollout(release, env, job, verdict)
-            return f"rollout of {release.id} to {environment} failed and was rolled back: {verdict.reason}"
+            else:
+                self._record_failed_rollout(release, env, job, verdict)
+                return Outcome(f"rollout of {release.id} to {environment} failed and was rolled back: "
+                               f"{verdict.reason}")
+        after = self.following(environment)  # outside the lease: the next environment's rollout is its own job
+        job_next = (self.advance(after, by="shipbot", reason=f"verified on {environment}")
+                    if after is not None and after.rule == "on_green" else None)
+        return Outcome(f"{release.id} runs on {environment}" +
+                       (f"; {after.name} rollout of {job_next.release_id} queued" if job_next else ""),
+                       [job_next] if job_next else [], release)
 
     def _rollout_failed(self, environment: str, release: Release, job: Job, failure: errors.ReleaseError) -> None:
         """A rollout that failed for a reason retrying will not fix, and that is not the release's (a refused
@@ -409,7 +474,7 @@ class Engine:
         return self.ledger.update_environment(environment, change)
 
     def _rollback(self, job: Job) -> str:
-        environment = planning.check_environment(job.environment, ENVIRONMENTS)
+        environment = self.spec(job.environment).name
         with self.ledger.lease_environment(environment):
             env = self.ledger.get_environment(environment)
             if env.previous is None or (job.release_id and env.previous.release_id != job.release_id):
@@ -477,7 +542,7 @@ class Engine:
     def releases_since(self, current: Release | None) -> list[Release]:
         """What a candidate can be among: the releases no older than what the environment runs (the ledger's
         time index; every release only while it runs nothing ShipBot knows)."""
-        return self.ledger.releases_since(current.created if current is not None else None)
+        return self.ledger.releases_since(current.created if current is not None else None, limit=CANDIDATE_WINDOW)
 
     def current_release(self, env: Environment) -> Release | None:
         if env.current is None:

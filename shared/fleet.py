@@ -25,7 +25,7 @@ windows during which nothing automatic deploys.
 
 `parse(text)` validates a file whole: every problem is reported with its line and key (FleetError), and
 nothing is applied. Secrets are never written inline: `webhook_secret` is a reference, `setting:NAME` (an app
-setting, a Key Vault reference in Azure) or `keyvault:<secret URI>`. `single(settings)` is the fleet today's
+setting, a Key Vault reference in Azure). `single(settings)` is the fleet today's
 app settings describe: one application, staging then production.
 
 Pure. No I/O.
@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import errors, ncrontab
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
-REFERENCE = re.compile(r"(setting:[A-Za-z_][A-Za-z0-9_]*|keyvault:https://\S+)")
+REFERENCE = re.compile(r"setting:[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_BYTES = 1 << 20
@@ -179,8 +179,8 @@ class Source(_Strict):
     @classmethod
     def _reference(cls, value: str | None) -> str | None:
         if value is not None and not REFERENCE.fullmatch(value):
-            raise ValueError("write a reference to the secret, `setting:NAME` or `keyvault:<secret URI>`, "
-                             "never the secret itself")
+            raise ValueError("write a reference to the secret, `setting:NAME` (an app setting; in Azure a Key "
+                             "Vault reference), never the secret itself")
         return value
 
 
@@ -228,6 +228,10 @@ class Fleet(_Strict):
     def of_source(self, repository: str, branch: str) -> App | None:
         return next((app for app in self.apps if app.source is not None
                      and same_repository(app.source.repository, repository) and app.source.branch == branch), None)
+
+    def naming(self, repository: str) -> list[App]:
+        """The applications whose source is `repository`, on any branch."""
+        return [app for app in self.apps if app.source is not None and same_repository(app.source.repository, repository)]
 
     def of_image(self, repository: str) -> App | None:
         return next((app for app in self.apps if app.image == repository), None)
@@ -302,9 +306,8 @@ def single(settings: Any) -> Fleet:
                                     container=cloud.container, service=cloud.service)
         return LocalTarget(kind="local", port=settings.staging_port if name == "staging" else settings.production_port)
 
-    secret = "setting:SHIPBOT_GITHUB_SECRET"
-    source = (Source(repository=settings.git_repo, branch=settings.release_branch, webhook_secret=secret)
-              if settings.git_repo else None)
+    # No webhook_secret: the provider's own setting (SHIPBOT_GITHUB_SECRET, SHIPBOT_AZURE_DEVOPS_SECRET) checks it.
+    source = Source(repository=settings.git_repo, branch=settings.release_branch) if settings.git_repo else None
     return Fleet(apps=[App(
         name=getattr(settings, "app_name", "") or "app", source=source,
         models=[settings.model_name] if settings.model_name else [], image=settings.repository,

@@ -28,6 +28,7 @@ class Job:
     reason: str = ""
     force: bool = False
     automatic: bool = True  # a rule asked (not a person): the no-downgrade/hold/rolled-back rules apply
+    app: str = ""           # the application; empty: the one today's app settings describe (a job from before)
 
     def to_message(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -10,16 +10,21 @@ Raises shared.errors. No I/O of its own: everything goes through the engine's po
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared import errors, events, fleet, jobs, planning
 from shared.engine import Engine
 from shared.jobs import Job
-from shared.releases import ENVIRONMENTS, Entry, Environment, Release, Status
+from shared.ports import Ledger
+from shared.releases import Entry, Environment, Release, Status
 
 
 def build(engine: Engine, *, commit: str | None, model: str | None, by: str) -> tuple[Release, bool]:
     """The release of `commit` (default: the release branch's head) and `model` ("name/version"; default:
     the current model). Returns (release, created). A release whose build failed is built again."""
     ports = engine.ports
+    if ports.source is None:
+        raise errors.Refused("this application has no source repository: its releases come from image pushes")
     sha = ports.source.get_commit(commit).sha if commit else ports.source.get_head(engine.config.release_branch).sha
     if model:
         name, _, version = model.partition("/")
@@ -27,7 +32,7 @@ def build(engine: Engine, *, commit: str | None, model: str | None, by: str) -> 
             raise errors.InvalidEvent(f"model must be name/version, not {model!r}")
         chosen = ports.models.get_model(name, version)
     else:
-        chosen = planning.current_model(ports.models.list_models(), engine.config.model_name)
+        chosen = planning.current_model(ports.models.list_models(), engine.config.models)
         if chosen is None:
             raise errors.NotFound("no complete model in the models container yet; upload one first")
     release, created = engine.create_release(sha, chosen, trigger=f"manual build by {by}", by=by)
@@ -38,28 +43,55 @@ def build(engine: Engine, *, commit: str | None, model: str | None, by: str) -> 
 
 def deploy(engine: Engine, environment: str, *, release_id: str | None = None, digest: str | None = None,
            by: str, reason: str = "", force: bool = False) -> Job:
-    planning.check_environment(environment, ENVIRONMENTS)
+    engine.spec(environment)
     release = _find(engine, release_id, digest)
     _check(engine, release, environment, force=force)
     return jobs.rollout(environment, release.id, by=by, reason=reason, force=force, automatic=False)
 
 
-def promote(engine: Engine, *, release_id: str | None = None, by: str, reason: str = "",
+def promote(engine: Engine, *, to: str | None = None, release_id: str | None = None, by: str, reason: str = "",
             force: bool = False) -> Job:
+    """Into environment `to` (default: the last of the chain) the release given, or else the newest one verified
+    on the environment before it that its rules admit (a person's promotion skips the gates: soak, approval,
+    freeze)."""
+    to = to or engine.environments[-1]
+    previous = engine.previous(to)
+    if previous is None:
+        raise errors.Refused(f"{to} is the first environment: releases reach it from their smoke test "
+                             "(deploy one by name instead)")
     if release_id is None:
-        production = engine.ledger.get_environment("production")
-        current = engine.current_release(production)
-        candidate = planning.promotion_candidate(engine.releases_since(current), production, current)
+        env = engine.ledger.get_environment(to)
+        current = engine.current_release(env)
+        candidate = planning.candidate(engine.releases_since(current), env, current, previous=previous)
         if candidate is None:
-            raise errors.Refused("nothing to promote: no release verified on staging is newer than production's")
+            raise errors.Refused(f"nothing to promote: no release verified on {previous} is newer than {to}'s")
         release_id = candidate.id
     release = _find(engine, release_id, None)
-    _check(engine, release, "production", force=force)
-    return jobs.rollout("production", release.id, by=by, reason=reason or "promoted", force=force, automatic=False)
+    _check(engine, release, to, force=force)
+    return jobs.rollout(to, release.id, by=by, reason=reason or "promoted", force=force, automatic=False)
+
+
+def approve(engine: Engine, environment: str, release_id: str, *, by: str, reason: str) -> tuple[Release, Job | None]:
+    """Lets `release_id` through the approval gate of `environment`, recorded with who and why. An `on_green` or
+    `manual` environment takes it at once (if its other rules and gates admit it); a `schedule` one at its slot."""
+    spec = engine.spec(environment)
+    if not spec.approval:
+        raise errors.Refused(f"{environment} needs no approval (its chain entry has no `approval: true`)")
+    if not reason.strip():
+        raise errors.InvalidEvent("an approval needs a reason: the ledger records who approved and why")
+    now = engine.ports.clock()
+    release = engine.ledger.update_release(release_id, lambda r: r if environment in r.approved else r.with_(
+        approved=r.approved + (environment,), entry=Entry(now, f"approved for {environment}", by, reason)))
+    if spec.rule == "manual":
+        _check(engine, release, environment, force=False)
+        return release, jobs.rollout(environment, release.id, by=by, reason=f"approved: {reason}", automatic=False)
+    if spec.rule == "on_green":
+        return release, engine.advance(spec, by=by, reason=f"approved: {reason}")
+    return release, None
 
 
 def rollback(engine: Engine, environment: str, *, by: str, reason: str) -> Job:
-    env = engine.ledger.get_environment(planning.check_environment(environment, ENVIRONMENTS))
+    env = engine.ledger.get_environment(engine.spec(environment).name)
     if env.previous is None:
         raise errors.Refused(f"{environment} has no previous release to roll back to")
     return jobs.rollback(environment, env.previous.release_id, by=by, reason=reason)
@@ -75,12 +107,12 @@ def hold(engine: Engine, release_id: str, *, by: str, reason: str, held: bool = 
 def environments(engine: Engine) -> list[tuple[Environment, str | None, str]]:
     """Each environment as the ledger has it, with the ref its target really runs and its URL."""
     return [(engine.ledger.get_environment(name), engine.ports.deployer.get_running(name),
-             engine.ports.deployer.url(name)) for name in ENVIRONMENTS]
+             engine.ports.deployer.url(name)) for name in engine.environments]
 
 
 def environment_history(engine: Engine, environment: str) -> list[Entry]:
     """Every entry of an environment's history, oldest first: what its document holds and what it archived."""
-    return engine.ledger.environment_history(planning.check_environment(environment, ENVIRONMENTS))
+    return engine.ledger.environment_history(engine.spec(environment).name)
 
 
 def _find(engine: Engine, release_id: str | None, digest: str | None) -> Release:
@@ -104,27 +136,28 @@ def _check(engine: Engine, release: Release, environment: str, *, force: bool) -
         return
     env = engine.ledger.get_environment(environment)
     why = planning.refusal(release, env, engine.current_release(env), automatic=False,
-                           tested_on="staging" if environment == "production" else None)
+                           tested_on=engine.previous(environment))
     if why:
         raise errors.Refused(f"{why}; use force to deploy anyway (the ledger records who and why)")
 
 
 # -- the fleet ----------------------------------------------------------------------------------------------------
-def apply_fleet(engine: Engine, text: str, *, by: str, reason: str = "") -> fleet.Version:
+def apply_fleet(ledger: Ledger, text: str, *, by: str, at: datetime, reason: str = "") -> fleet.Version:
     """Validates the whole file (fleet.FleetError lists every problem, and nothing is applied), then keeps it
-    as the next version in the ledger, with who applied it and why."""
+    as the next version in the bot's ledger, with who applied it and why."""
     fleet.parse(text)
-    return engine.ledger.put_fleet(text, by=by, at=engine.ports.clock(), reason=reason)
+    return ledger.put_fleet(text, by=by, at=at, reason=reason)
 
 
-def fleet_version(engine: Engine, default: fleet.Fleet, version: int | None = None) -> tuple[fleet.Version, fleet.Fleet]:
+def fleet_version(ledger: Ledger, default: fleet.Fleet, version: int | None = None, *,
+                  now: datetime) -> tuple[fleet.Version, fleet.Fleet]:
     """The fleet in force (or an earlier version), parsed; version 0, `default`, when none was applied: the
     fleet the app settings describe."""
     try:
-        applied = engine.ledger.get_fleet(version or None)
+        applied = ledger.get_fleet(version or None)
     except errors.NotFound:
         if version:
             raise
-        return fleet.Version(0, fleet.dump(default), "the app settings", engine.ports.clock(),
+        return fleet.Version(0, fleet.dump(default), "the app settings", now,
                              "no fleet file applied: the app settings describe one application"), default
     return applied, fleet.parse(applied.text)

@@ -1,4 +1,4 @@
-"""The decisions: which release should exist, which may go to staging, which to production.
+"""The decisions: which release should exist, and which may move into each environment of a chain.
 
 Every function here takes state (ledger documents, the newest commit and model) and returns a decision, so
 that a lost, duplicated or late event changes nothing: the same state gives the same answer. The rules (see
@@ -12,9 +12,10 @@ Pure. No I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
-from shared import errors
+from shared import errors, fleet
 from shared.releases import Environment, Model, Release, Status, newer
 
 _NUMBER = re.compile(r"(\d+)")
@@ -25,11 +26,12 @@ def version_key(version: str) -> tuple:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _NUMBER.split(version) if part)
 
 
-def current_model(models: Iterable[Model], name: str | None = None) -> Model | None:
-    """The model a new release ships: the highest version of `name` (or of the most recently uploaded name)."""
-    models = list(models)
-    if name is None and models:
-        name = max(models, key=lambda m: m.uploaded).name
+def current_model(models: Iterable[Model], names: tuple[str, ...] | str | None = ()) -> Model | None:
+    """The model a new release ships: the highest version of the most recently uploaded of `names` (of any
+    name when there are none)."""
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    models = [m for m in models if not names or m.name in names]
+    name = max(models, key=lambda m: m.uploaded).name if models else None
     candidates = [m for m in models if m.name == name]
     return max(candidates, key=lambda m: (version_key(m.version), m.uploaded), default=None)
 
@@ -66,27 +68,40 @@ def refusal(release: Release, environment: Environment, current: Release | None,
     return ""
 
 
-def staging_candidate(releases: Iterable[Release], staging: Environment, current: Release | None) -> Release | None:
-    """The newest green release that staging should run and does not: what reconcile rolls out."""
+def candidate(releases: Iterable[Release], environment: Environment, current: Release | None, *,
+              previous: str | None, gate: Callable[[Release], str] = lambda release: "") -> Release | None:
+    """The newest release that may move into `environment` automatically, or None: green, verified on
+    `previous` (the environment before it in the chain; None for the first, which takes releases as their smoke
+    tests pass), allowed by the rules (`refusal`) and by `gate` (the environment's soak and approval, "" when
+    it admits the release). Never one older than what it runs. The first environment that ran a release once
+    and moved on (a manual deploy or a rollback) is left where a person put it."""
     for release in sorted(releases, key=lambda r: (r.created, r.id), reverse=True):
-        if release.status is Status.GREEN and not refusal(release, staging, current, automatic=True):
-            if "staging" in release.deployed:
-                return None  # staging ran it once and moved on (a manual deploy or rollback): leave it be
-            return release
         if current is not None and release.id == current.id:
             return None  # everything older would be a downgrade
-    return None
-
-
-def promotion_candidate(releases: Iterable[Release], production: Environment,
-                        current: Release | None) -> Release | None:
-    """The newest release verified on staging that may go to production, or None."""
-    for release in sorted(releases, key=lambda r: (r.created, r.id), reverse=True):
-        if not refusal(release, production, current, automatic=True, tested_on="staging"):
-            return release
-        if current is not None and release.id == current.id:
+        if refusal(release, environment, current, automatic=True, tested_on=previous):
+            continue
+        if previous is None and environment.name in release.deployed:
             return None
+        if not gate(release):
+            return release
     return None
+
+
+def gate(release: Release, spec: fleet.Environment, previous: str | None, now: datetime) -> str:
+    """Why the gates of environment `spec` keep `release` out now ("" when they let it in): a freeze window,
+    an approval it lacks, a soak in the environment before it that is not over. Automatic moves only."""
+    window = spec.frozen(now)
+    if window is not None:
+        return f"{spec.name} is frozen until {window.end.isoformat()}" + (f" ({window.reason})" if window.reason else "")
+    if spec.approval and spec.name not in release.approved:
+        return f"release {release.id} is not approved for {spec.name} (shipbot approve)"
+    if spec.soak_seconds and previous is not None:
+        since = release.deployed_at(previous)
+        soaked = (now - since).total_seconds() if since is not None else 0.0
+        if soaked < spec.soak_seconds:
+            return (f"release {release.id} has soaked {soaked / 60:.0f} of {spec.soak_seconds / 60:.0f} minutes "
+                    f"on {previous}")
+    return ""
 
 
 def check_environment(name: str, known: Iterable[str]) -> str:

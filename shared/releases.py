@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-ENVIRONMENTS = ("staging", "production")
-
-
 class Status(enum.StrEnum):
     BUILDING = "building"      # a build was started (or is about to be); waits for its image
     BUILT = "built"            # the image is in the registry; not smoke-tested yet
@@ -95,6 +92,7 @@ class Release:
     rolled_back: bool = False     # rolled back from some environment: never promoted automatically again
     deployed: tuple[str, ...] = ()  # environments it was verified on, in order
     history: tuple[Entry, ...] = ()
+    approved: tuple[str, ...] = ()  # environments a person approved it for (`shipbot approve`)
 
     @property
     def ref(self) -> str | None:
@@ -118,7 +116,12 @@ class Release:
             digest=doc.get("digest"), build_id=doc.get("build_id"), build_attempts=doc.get("build_attempts", 0),
             reason=doc.get("reason", ""), held=doc.get("held", False), rolled_back=doc.get("rolled_back", False),
             deployed=tuple(doc.get("deployed", ())), history=tuple(_entry(e) for e in doc.get("history", ())),
+            approved=tuple(doc.get("approved", ())),
         )
+
+    def deployed_at(self, environment: str) -> datetime | None:
+        """When it last went live on `environment`, from its history (None if it never did)."""
+        return next((e.at for e in reversed(self.history) if e.what == f"deployed to {environment}"), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class Environment:
     history: tuple[Entry, ...] = ()
     pending: str | None = None  # the job message of the rollout under way: a dead worker's is redone
     blocked: str | None = None  # why automatic rollouts here stopped (one failed for good); a success clears it
+    scheduled: datetime | None = None  # a `schedule` rule's last slot handled (or when the rule was first seen)
 
     def with_(self, *, entry: Entry | None = None, **changes: Any) -> Environment:
         if entry is not None:
@@ -152,7 +156,8 @@ class Environment:
     def from_json(cls, doc: dict[str, Any]) -> Environment:
         return cls(name=doc["name"], current=_deployment(doc.get("current")),
                    previous=_deployment(doc.get("previous")),
-                   history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"), blocked=doc.get("blocked"))
+                   history=tuple(_entry(e) for e in doc.get("history", ())), pending=doc.get("pending"),
+                   blocked=doc.get("blocked"), scheduled=_time(doc["scheduled"]) if doc.get("scheduled") else None)
 
 
 HISTORY_LIMIT = 150  # an environment document holds at most this many history entries ...

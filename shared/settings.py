@@ -51,6 +51,12 @@ class Cloud:
 
 @dataclass(frozen=True)
 class Settings:
+    app_name: str = "app"
+    """SHIPBOT_APP_NAME: the application these settings describe when no fleet file is applied; its ledger is
+    the container's root (the layout of a single-application ShipBot), every other application's `apps/<name>/`."""
+    promotion_schedule: str = "0 0 2 * * *"
+    """SHIPBOT_PROMOTION_SCHEDULE: when that application's production takes the newest release verified on
+    staging (NCRONTAB, UTC); reconcile fires a slot that passed (within SHIPBOT_RECONCILE_SCHEDULE)."""
     target: str = "local"
     """`local` (Azurite, Docker engine, distribution registry) or `azure`: one switch for every port."""
     targets: tuple[tuple[str, str], ...] = ()
@@ -95,6 +101,14 @@ class Settings:
     in the same registry, imported (ACR) or copied with its digest kept. Empty: production runs the staging
     image itself. infra/bicep sets `production`, so that production pulls only what was promoted."""
     cloud: Cloud = Cloud()
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The mapping read, for the secrets a fleet file references by name (`secret`)."""
+
+    def secret(self, reference: str) -> str:
+        """The value of a fleet file's secret reference, `setting:NAME` (an app setting; "" when unset)."""
+        if not reference.startswith("setting:"):
+            raise errors.PermanentError("a secret reference is setting:NAME")
+        return self.environ.get(reference.removeprefix("setting:"), "").strip()
 
     def target_of(self, port: str) -> str:
         """The adapter family of one port: its override, else SHIPBOT_TARGET."""
@@ -144,6 +158,7 @@ class Settings:
             arm_endpoint=get("ARM_ENDPOINT").rstrip("/"),
         )
         return cls(
+            app_name=get("APP_NAME", "app"), promotion_schedule=get("PROMOTION_SCHEDULE", "0 0 2 * * *"),
             target=target, targets=tuple((p, t) for p, t in overrides.items() if t != target),
             storage=get("STORAGE", AZURITE if overrides["storage"] == "local" else ""),
             models_container=get("MODELS_CONTAINER", "models"), ledger_container=get("LEDGER_CONTAINER", "ledger"),
@@ -158,5 +173,5 @@ class Settings:
             smoke_seconds=number("SMOKE_SECONDS", 180.0), verify_seconds=number("VERIFY_SECONDS", 120.0),
             environment_prefix=get("ENVIRONMENT_PREFIX", "shipbot"),
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
-            production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud,
+            production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud, environ=dict(env),
         )

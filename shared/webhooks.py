@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -145,6 +146,26 @@ def _check_basic_password(authorization: str | None, secret: str) -> None:
     _, colon, password = credentials.partition(b":")
     if not colon or not hmac.compare_digest(password, secret.encode()):
         raise events.Unauthenticated("the Basic authentication password does not match the configured secret")
+
+
+def claimed_source(provider: str, body: bytes) -> tuple[str, tuple[str, ...]]:
+    """The repository URL and the branches a delivery says it pushed, read before it is authenticated: only to
+    choose whose secret authenticates it (the application whose source that is). ("", ()) when the body does
+    not say; nothing read here is acted on until the signature checks out."""
+    if len(body) > MAX_WEBHOOK_BYTES:
+        return "", ()
+    try:
+        doc = json.loads(body)
+        if provider == "github":
+            url, refs = doc["repository"]["clone_url"], [doc["ref"]]
+        else:
+            resource = doc["resource"]
+            url, refs = resource["repository"]["remoteUrl"], [u["name"] for u in resource["refUpdates"]]
+    except (ValueError, KeyError, TypeError):
+        return "", ()
+    if not isinstance(url, str) or not all(isinstance(ref, str) for ref in refs):
+        return "", ()
+    return url, tuple(ref.removeprefix("refs/heads/") for ref in refs if ref.startswith("refs/heads/"))
 
 
 def _configured(secret: str, release_branch: str) -> str:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared import errors, ports
+from shared import errors, fleet, ports
+from shared.bot import Bot
 from shared.engine import Config, Engine
 from shared.settings import Settings
 
@@ -37,20 +38,31 @@ def _repository(repo: str) -> str:
     return os.path.realpath(repo) if repo and not repo.startswith(("https://", "http://")) else repo
 
 
-def engine(settings: Settings) -> Engine:
-    config = Config(repository=settings.repository_ref, release_branch=settings.release_branch,
-                    model_name=settings.model_name, allowed_repositories=settings.allowed,
-                    max_build_attempts=settings.max_build_attempts, source_repository=_repository(settings.git_repo))
-    return Engine(build_ports(settings), config)
-
-
-def build_ports(settings: Settings) -> ports.Ports:
+def bot(settings: Settings) -> Bot:
+    """The fleet's bot: an engine per application, built on first use over one set of shared clients."""
     parts = _Parts(settings)
-    ledger, models = parts.storage()
-    return ports.Ports(ledger=ledger, models=models, source=source(settings, parts),
-                       builder=parts.pick("builder"), registry=parts.registry, smoke=parts.pick("smoke"),
-                       deployer=parts.deployer(), notifier=notifier(settings),
-                       clock=lambda: datetime.now(UTC))
+    return Bot(ledger=parts.ledger(""), default=fleet.single(settings), root=settings.app_name,
+               engine_for=functools.partial(app_engine, settings, parts))
+
+
+def engine(settings: Settings) -> Engine:
+    """The engine of the one application the app settings describe (what a bot with no fleet file runs)."""
+    return app_engine(settings, _Parts(settings), fleet.single(settings).apps[0])
+
+
+def app_engine(settings: Settings, parts: _Parts, app: fleet.App) -> Engine:
+    root = app.name == settings.app_name  # the settings' application: the ledger's root, the allow-list
+    repository = f"{settings.registry}/{app.image}"
+    config = Config(repository=repository, release_branch=app.source.branch if app.source else "main",
+                    models=tuple(app.models), allowed_repositories=frozenset({repository} | (settings.allowed if root else set())),
+                    max_build_attempts=settings.max_build_attempts,
+                    source_repository=_repository(app.source.repository) if app.source else "",
+                    chain=tuple(app.environments), app=app.name)
+    return Engine(ports.Ports(
+        ledger=parts.ledger("" if root else app.name), models=parts.models,
+        source=source_for(app.source.repository, settings, parts) if app.source else None,
+        builder=parts.builder, registry=parts.registry, smoke=parts.smoke, deployer=parts.deployer(app, root),
+        notifier=parts.notifier, clock=lambda: datetime.now(UTC)), config)
 
 
 class _Parts:
@@ -111,20 +123,44 @@ class _Parts:
     def registry(self) -> Any:
         return self.pick("registry")
 
+    @functools.cached_property
+    def builder(self) -> Any:
+        return self.pick("builder")
+
+    @functools.cached_property
+    def smoke(self) -> Any:
+        return self.pick("smoke")
+
+    @functools.cached_property
+    def notifier(self) -> Any:
+        return notifier(self.settings)
+
     # -- storage ----------------------------------------------------------------------------------------------
-    def storage(self) -> tuple[Any, Any]:
-        from shared.adapters import blob_ledger, blob_models
+    def _container(self, name: str) -> Any:
+        from shared.adapters import blob_storage
 
         s = self.settings
         if s.target_of("storage") == "local":
-            return (blob_ledger.BlobLedger.from_connection_string(s.storage, s.ledger_container),
-                    blob_models.BlobModels.from_connection_string(s.storage, s.models_container))
+            return blob_storage.container_from_connection_string(s.storage, name)
         from shared.adapters.azure import credentials
 
-        return (blob_ledger.BlobLedger(container=credentials.blob_container(s.storage, s.ledger_container,
-                                                                            self.credential)),
-                blob_models.BlobModels(container=credentials.blob_container(s.storage, s.models_container,
-                                                                            self.credential)))
+        return credentials.blob_container(s.storage, name, self.credential)
+
+    @functools.cached_property
+    def ledger_container(self) -> Any:
+        return self._container(self.settings.ledger_container)
+
+    def ledger(self, app: str) -> Any:
+        """An application's ledger ("" : the container's root, the settings' application and the fleet)."""
+        from shared.adapters import blob_ledger
+
+        return blob_ledger.BlobLedger(container=self.ledger_container, app=app)
+
+    @functools.cached_property
+    def models(self) -> Any:
+        from shared.adapters import blob_models
+
+        return blob_models.BlobModels(container=self._container(self.settings.models_container))
 
     # -- builder, registry, smoke -----------------------------------------------------------------------------
     def local_builder(self) -> Any:
@@ -168,50 +204,62 @@ class _Parts:
                                                  registry=self.registry, check_image=self.settings.base_image)
 
     # -- deployer ---------------------------------------------------------------------------------------------
-    def deployer(self) -> Any:
-        inner = self.pick("deployer")
+    def deployer(self, app: fleet.App, root: bool) -> Any:
+        """The application's environments, each on its target's deployer: local targets on the Docker engine,
+        Kubernetes ones on the cluster; the last environment behind promotion when SHIPBOT_PRODUCTION_PREFIX
+        is set."""
+        kinds: dict[str, dict[str, Any]] = {}
+        for env in app.environments:
+            kinds.setdefault(env.target.kind, {})[env.name] = env.target
+        made = {kind: getattr(self, f"{kind}_deployer")(app, targets, root) for kind, targets in kinds.items()}
+        from shared.adapters import promoting
+
+        inner = next(iter(made.values())) if len(made) == 1 else promoting.ByEnvironment(
+            {name: made[kind] for kind, targets in kinds.items() for name in targets})
         if not self.settings.production_prefix:
             return inner
-        from shared.adapters import promoting
         from shared.adapters.azure import acr_registry
 
         promoter = (self.registry if self.settings.target_of("registry") == "azure"  # the local registry copies
                     else acr_registry.AcrRegistry(host=self.settings.registry, scheme="http"))
-        return promoting.PromotingDeployer(inner, promoter, environment="production",
+        return promoting.PromotingDeployer(inner, promoter, environment=app.environments[-1].name,
                                            prefix=self.settings.production_prefix)
 
-    def local_deployer(self) -> Any:
+    def local_deployer(self, app: fleet.App, targets: dict[str, Any], root: bool) -> Any:
         from shared.adapters.local import deployer
 
         s = self.settings
-        return deployer.DockerDeployer(client=self.docker, ports={"staging": s.staging_port,
-                                                                  "production": s.production_port},
-                                       verify_seconds=s.verify_seconds, name_prefix=s.environment_prefix)
+        prefix = s.environment_prefix if root else f"{s.environment_prefix}-{app.name}"
+        return deployer.DockerDeployer(client=self.docker, ports={env: t.port for env, t in targets.items()},
+                                       verify_seconds=s.verify_seconds, name_prefix=prefix)
 
-    def azure_deployer(self) -> Any:
-        from shared.adapters.azure import aks_credentials, kubernetes_deployer
+    @functools.cached_property
+    def kubernetes_api(self) -> Any:
+        from shared.adapters.azure import aks_credentials
 
         cloud = self.settings.cloud
         if cloud.kubeconfig:
-            api_client = aks_credentials.kubeconfig_api_client(cloud.kubeconfig, context=cloud.kube_context or None)
-        else:
-            resource_id = _required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
-                                    "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)")
-            api_client = aks_credentials.api_client(self.credential, **aks_credentials.parse_cluster_id(resource_id),
-                                                    **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}),
-                                                    **self.arm_scopes)
-        targets = {env: kubernetes_deployer.Target(namespace, cloud.deployment, cloud.container, cloud.service)
-                   for env, namespace in (("staging", cloud.staging_namespace),
-                                          ("production", cloud.production_namespace))}
+            return aks_credentials.kubeconfig_api_client(cloud.kubeconfig, context=cloud.kube_context or None)
+        resource_id = _required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
+                                "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)")
+        return aks_credentials.api_client(self.credential, **aks_credentials.parse_cluster_id(resource_id),
+                                          **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}),
+                                          **self.arm_scopes)
+
+    def kubernetes_deployer(self, app: fleet.App, targets: dict[str, Any], root: bool) -> Any:
         from shared import contract
+        from shared.adapters.azure import kubernetes_deployer
 
-        return kubernetes_deployer.KubernetesDeployer(api_client=api_client, targets=targets,
-                                                      contracts=functools.partial(contract.of_image, self.registry))
+        del app, root  # a Deployment is named by its target: nothing to derive from the application
+        return kubernetes_deployer.KubernetesDeployer(
+            api_client=self.kubernetes_api,
+            targets={env: kubernetes_deployer.Target(t.namespace, t.deployment, t.container, t.service)
+                     for env, t in targets.items()},
+            contracts=functools.partial(contract.of_image, self.registry))
 
 
-def source(settings: Settings, parts: _Parts) -> Any:
-    """The application's repository, by the form of SHIPBOT_GIT_REPO."""
-    repo = _required(settings.git_repo, "GIT_REPO", "the application's git repository")
+def source_for(repo: str, settings: Settings, parts: _Parts) -> Any:
+    """An application's repository, by its form: a path, a GitHub URL or an Azure Repos one."""
     if not repo.startswith(("https://", "http://")):
         from shared.adapters.local import git_source
 
@@ -241,3 +289,8 @@ def _required(value: str, name: str, what: str) -> str:
 
 
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
+
+
+def build_ports(settings: Settings) -> ports.Ports:
+    """The ports of the settings' application (tests and benchmarks take them apart)."""
+    return engine(settings).ports

@@ -47,6 +47,9 @@ param ledgerContainer string = 'ledger'
 @description('Work queue of smoke tests and rollouts (SHIPBOT_JOBS_QUEUE).')
 param jobsQueue string = 'shipbot-jobs'
 
+@description('The application these parameters describe while no fleet file is applied (SHIPBOT_APP_NAME).')
+param appName string = 'app'
+
 @description('NCRONTAB, UTC: when the newest green staging release goes to production.')
 param promotionSchedule string = '0 0 2 * * *'
 
@@ -273,6 +276,7 @@ module roles 'modules/roles.bicep' = {
 // the code expects.
 var shipbotSettings = {
   SHIPBOT_TARGET: 'azure'
+  SHIPBOT_APP_NAME: appName
   SHIPBOT_STORAGE: storage.outputs.blobEndpoint
   SHIPBOT_MODELS_CONTAINER: modelsContainer
   SHIPBOT_LEDGER_CONTAINER: ledgerContainer

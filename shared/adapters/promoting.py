@@ -1,4 +1,5 @@
-"""PromotingDeployer: promotion to production in the registry, in front of any Deployer.
+"""PromotingDeployer: promotion to production in the registry, in front of any Deployer; ByEnvironment: a
+chain whose environments run on different kinds of target.
 
 Before the promoted environment (production) runs an image, the image is promoted: put under
 `<registry>/<prefix>/<repository>:<release id>` with its digest kept (AcrRegistry.promote: ACR imports it
@@ -81,3 +82,26 @@ class PromotingDeployer:
         """What the engine calls the image the environment runs; an image nobody promoted keeps its name."""
         promoted = f"{self.promoter.host}/{self.prefix}/"
         return f"{self.promoter.host}/{ref.removeprefix(promoted)}" if ref.startswith(promoted) else ref
+
+
+class ByEnvironment:
+    """One Deployer for a chain whose environments run on different kinds of target (a local dev container,
+    Kubernetes for the rest): each environment goes to the deployer of its target."""
+
+    def __init__(self, deployers: dict[str, ports.Deployer]) -> None:
+        self.deployers = dict(deployers)
+
+    def _of(self, environment: str) -> ports.Deployer:
+        try:
+            return self.deployers[environment]
+        except KeyError:
+            raise errors.NotFound(f"no environment {environment!r}; known: {', '.join(self.deployers)}") from None
+
+    def get_running(self, environment: str) -> str | None:
+        return self._of(environment).get_running(environment)
+
+    def deploy(self, environment: str, ref: str, expected: ports.Expectation) -> ports.Verdict:
+        return self._of(environment).deploy(environment, ref, expected)
+
+    def url(self, environment: str) -> str:
+        return self._of(environment).url(environment)

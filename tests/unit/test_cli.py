@@ -65,6 +65,7 @@ class FakeApi:
             {"name": "production", "url": "http://127.0.0.1:8080", "current": None, "previous": None,
              "running": None},
         ]
+        self.apps: list[dict] | None = None  # None: one application, these environments
         self.requests: list[httpx.Request] = []
         self.on_poll: Callable[[int], None] = lambda polls: None
         self.polls = 0
@@ -76,6 +77,8 @@ class FakeApi:
         self.requests.append(request)
         method, parts = request.method, request.url.path.strip("/").split("/")
         body = json.loads(request.content) if request.content else {}
+        if parts == ["api", "apps"]:
+            return httpx.Response(200, json={"apps": self.apps or [{"name": "app", "environments": self.environments}]})
         if parts[:2] != ["api", "releases"] and parts[:2] != ["api", "environments"]:
             return error(404, "not_found", "no such route")
         if parts == ["api", "releases"] and method == "GET":

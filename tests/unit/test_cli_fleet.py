@@ -26,7 +26,7 @@ def world(monkeypatch) -> World:
     world = World()
     settings = common.Settings.from_env({"SHIPBOT_REGISTRY": "registry.test"})
     monkeypatch.setattr(common, "settings", lambda: settings)
-    monkeypatch.setattr(common, "engine", lambda: world.engine)
+    monkeypatch.setattr(common, "bot", lambda: world.bot(settings))
     return world
 
 

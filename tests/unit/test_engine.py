@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import errors, events, jobs, operations
+from shared import errors, events, fleet, jobs, operations
 from shared.adapters import memory
+from shared.bot import Bot
 from shared.engine import Config, Engine
 from shared.ports import Ports
 from shared.ports import Verdict
@@ -33,6 +34,24 @@ class World:
                              Config(repository=REPO, allowed_repositories=frozenset({REPO, "registry.test/other"})))
         self.source.commit("c1" * 20, at=T0)
         self._events = 0
+        self._counting = False
+
+    def bot(self, settings=None) -> Bot:
+        """A bot whose fleet is the single application `settings` describe, run by this world's engine."""
+        from shared.settings import Settings
+
+        return Bot(ledger=self.ledger, default=fleet.single(settings or Settings(registry="registry.test")),
+                   engine_for=lambda app: self.engine, root="app")
+
+    def night(self) -> list[jobs.Job]:
+        """The next 02:00 UTC passes: production's schedule slot fires (the first call starts its count)."""
+        if not self._counting:
+            self.engine.schedules_due()
+            self._counting = True
+        now = self.clock.now
+        slot = now.replace(hour=2, minute=0, second=0, microsecond=0)
+        self.clock.now = slot if slot > now else slot + timedelta(days=1)
+        return self.deliver(events.PromotionDue(self.clock.now))
 
     def upload(self, version: str, payload: bytes = b"") -> events.ModelUploaded:
         self.models.put("diabetes", version, {"model.joblib": payload or version.encode()}, uploaded=self.clock())
@@ -203,9 +222,9 @@ def test_image_outside_the_allow_list_is_ignored(world):
 def test_nightly_promotes_the_newest_green_staging_release(world):
     world.ship("1")
     second = world.ship("2")
-    world.run(world.deliver(events.PromotionDue(T0)))
+    world.run(world.night())
     assert world.ledger.get_environment("production").current.release_id == second
-    assert world.deliver(events.PromotionDue(T0)) == []  # nothing newer: nothing to do
+    assert world.night() == []  # nothing newer: nothing to do
 
 
 @pytest.mark.parametrize("flag", ["held", "rolled_back"])
@@ -213,7 +232,7 @@ def test_held_and_rolled_back_releases_are_not_promoted(world, flag):
     first = world.ship("1")
     second = world.ship("2")
     world.ledger.update_release(second, lambda r: r.with_(**{flag: True}))
-    world.run(world.deliver(events.PromotionDue(T0)))
+    world.run(world.night())
     assert world.ledger.get_environment("production").current.release_id == first
 
 

@@ -24,6 +24,7 @@ from test_engine import REPO, World
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 SECRET = "s3cret-for-tests"
+GITHUB_REPO = "https://github.com/contoso/shipbot-app"  # the repository of fixtures/events/github_push.json
 FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
 
 
@@ -42,9 +43,9 @@ class Out:
 def world(monkeypatch) -> World:
     world = World()
     settings = common.Settings.from_env({"SHIPBOT_GITHUB_SECRET": SECRET, "SHIPBOT_AZURE_DEVOPS_SECRET": SECRET,
-                                         "SHIPBOT_REGISTRY": "registry.test"})
+                                         "SHIPBOT_REGISTRY": "registry.test", "SHIPBOT_GIT_REPO": GITHUB_REPO})
     monkeypatch.setattr(common, "settings", lambda: settings)
-    monkeypatch.setattr(common, "engine", lambda: world.engine)
+    monkeypatch.setattr(common, "bot", lambda: world.bot(settings))
     return world
 
 
@@ -173,7 +174,7 @@ def test_deploy_promote_rollback_answer_202_with_a_job(world):
                             route_params={"environment": "staging"})
     assert status == 202 and doc["release_id"] == first and jobs.Job.from_message(out[0]).force
     assert call("deploy", "POST", "", b'{"release_id": "r-x"}', route_params={"environment": "qa"})[0] == 404
-    status, doc, out = call("promote", "POST", "", b"")
+    status, doc, out = call("promote", "POST", "", b"", route_params={"environment": "production"})
     assert status == 202 and doc["job"]["environment"] == "production"
     status, doc, out = call("rollback", "POST", "", b'{"reason": "r"}', route_params={"environment": "staging"})
     assert status == 202 and out
@@ -238,8 +239,11 @@ def test_cloudevents_delivery_builds_like_event_grid(world):
     assert len(world.builder.requests) == 1
 
 
-def test_azure_devops_push_with_the_shared_secret_plans_a_release(world):
+def test_azure_devops_push_with_the_shared_secret_plans_a_release(world, monkeypatch):
     import base64
+    import dataclasses
+    on_azure_repos = dataclasses.replace(common.settings(), git_repo="https://dev.azure.com/contoso/ShipBot/_git/shipbot-app")
+    monkeypatch.setattr(common, "bot", lambda: world.bot(on_azure_repos))
     world.models.put("diabetes", "1", {"model.joblib": b"m"}, uploaded=datetime.now(UTC))
     body = (FIXTURES / "azure_devops_git_push.json").read_bytes()
     commit = json.loads(body)["resource"]["refUpdates"][0]["newObjectId"]

@@ -128,7 +128,6 @@ def test_a_port_can_be_overridden_alone(azure):
 @pytest.mark.parametrize(("drop", "names"), [
     ("SHIPBOT_REGISTRY_RESOURCE_ID", "SHIPBOT_REGISTRY_RESOURCE_ID"),
     ("SHIPBOT_KUBECONFIG", "SHIPBOT_AKS_RESOURCE_ID"),
-    ("SHIPBOT_GIT_REPO", "SHIPBOT_GIT_REPO"),
     ("SHIPBOT_STORAGE", "storage account URL is empty"),
 ])
 def test_azure_mode_without_a_setting_it_needs_says_which(azure, drop, names):
@@ -136,6 +135,12 @@ def test_azure_mode_without_a_setting_it_needs_says_which(azure, drop, names):
 
     with pytest.raises(errors.PermanentError, match=names):
         build(azure)
+
+
+def test_without_a_git_repository_the_application_takes_its_releases_from_image_pushes(azure):
+    azure.pop("SHIPBOT_GIT_REPO")
+
+    assert build(azure).source is None
 
 
 def test_a_connection_string_in_azure_mode_is_refused_without_quoting_it(azure):
