@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from azure.storage.blob import ContainerClient
 
-from shared import events, jobs, ports, wiring
+from shared import jobs, operations, ports, wiring
 from shared.adapters.azure import acr_tasks_builder, acr_task_smoke, kubernetes_deployer
 from shared.releases import Status
 from shared.settings import AZURITE, Settings
@@ -126,8 +125,7 @@ def test_a_model_upload_reaches_production_through_acr_tasks_and_kubernetes(clou
 
     promoted = f"{localstack.REGISTRY}/production/{settings.repository}@{built.digest}"
     api.versions[promoted] = reports(built)
-    (job,) = engine.handle(events.PromotionDue(fired_at=datetime.now(UTC))).jobs
-    engine.run(job)
+    engine.run(operations.promote(engine, by="nightly"))
 
     assert api.image_of("production", "app") == promoted
     production = engine.ledger.get_environment("production")

@@ -63,7 +63,7 @@ def test_the_flask_sample_is_released_to_staging_and_production_through_its_own_
                             headers={"Content-Type": "application/json"}, timeout=10).json()
         assert scored["result"] == pytest.approx(json.loads((model / "sample-response.json").read_text())["result"])
 
-        bot.fire("nightly_promotion")
+        assert bot.api("POST", "/api/environments/production/promote", json={}).status_code == 202
         wait_current(bot, "production", release["id"])
         assert about(bot, "production")["release_id"] == release["id"]
         labels = [e["what"] for e in bot.release(release["id"])["history"]]
@@ -85,7 +85,7 @@ def test_the_mlops_sample_is_released_around_its_score_py_to_staging_and_product
         unread = httpx.post(url, json={"rows": 1}, timeout=10).json()  # the app's own run() answers
         assert unread["error"].startswith('expected {"data": [[...10 numbers...], ...]}'), unread
 
-        bot.fire("nightly_promotion")
+        assert bot.api("POST", "/api/environments/production/promote", json={}).status_code == 202
         bot.wait_running("production", release["id"])
     finally:
         bot.stop()

@@ -114,12 +114,14 @@ def test_image_outside_the_allow_list_is_ignored(bot, models, tmp_path):
     assert bot.releases() == before
 
 
-def test_nightly_timer_promotes_the_green_staging_release(bot, models):
+def test_promotion_takes_the_green_staging_release_to_production(bot, models):
+    # The schedule rule that does this at night is the engine's (tests/unit/test_engine.py, on a clock it moves).
     bot.commit_and_push("app v1")
     release = live_on_staging(bot, models)
-    bot.fire("nightly_promotion")
+    promoted = bot.api("POST", "/api/environments/production/promote", json={"reason": "the night's job"})
+    assert promoted.status_code == 202 and promoted.json()["release_id"] == release["id"]
     env = bot.wait_running("production", release["id"])
-    assert env["current"]["by"] == "nightly"
+    assert env["current"]["by"] == "tester"
     assert bot.version("production")["release_id"] == release["id"]
 
 
@@ -137,7 +139,8 @@ def test_manual_api_builds_deploys_and_rolls_back(bot, models):
     assert rollback.status_code == 202 and rollback.json()["release_id"] == first["id"]
     bot.wait_running("staging", first["id"])
     assert bot.release(second["id"])["rolled_back"]
-    bot.fire("nightly_promotion")  # the rolled-back release is never promoted
+    promoted = bot.api("POST", "/api/environments/production/promote", json={})
+    assert promoted.json()["release_id"] == first["id"]  # the rolled-back release is never promoted
     env = bot.wait_running("production", first["id"])
     assert env["current"]["release_id"] == first["id"]
 
