@@ -126,15 +126,13 @@ def approve(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
 @common.http_errors
 def apps(req: func.HttpRequest) -> func.HttpResponse:
     """Every application of the fleet with its environments, in chain order: what `shipbot status` shows."""
-    bot = common.bot()
-    out = []
-    for app in bot.fleet().apps:
-        engine = bot.engine(app.name)
-        out.append({"name": app.name, "image": engine.config.repository, "models": list(app.models),
-                    "source": app.source.model_dump() if app.source else None, "environments": [
-                        {**env.to_json(), "rule": engine.spec(env.name).rule, "url": url, "running": running}
-                        for env, running, url in operations.environments(engine)]})
-    return common.answer(200, {"apps": out})
+    def one(app: fleet.App, engine) -> dict:
+        return {"name": app.name, "image": engine.config.repository, "models": list(app.models),
+                "source": app.source.model_dump() if app.source else None, "environments": [
+                    {**env.to_json(), "rule": engine.spec(env.name).rule, "url": url, "running": running}
+                    for env, running, url in operations.environments(engine)]}
+
+    return common.answer(200, {"apps": common.bot().across(one)})
 
 
 @bp.function_name("environment_history")

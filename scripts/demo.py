@@ -12,9 +12,14 @@
 6. The developer replaces the app with one that is not model_api: samples/flask-app, its own Dockerfile and
    routes (shipbot.toml). ShipBot builds it with that Dockerfile and the current model, smoke-tests it through
    its own /healthcheck, /score and /about, and rolls it out to staging; production keeps model_api.
-7. The status table, and the URLs. The stack keeps running; `shipbot down` stops it.
+7. A second application joins by a fleet file (`shipbot apply`): samples/mlops-score, an Azure ML score.py
+   repository with its own git repository and image, through dev -> qa -> prod. Its push builds it with the
+   current model and dev takes it; qa waits for an approval (`shipbot approve`), and prod is promoted by hand.
+   The first application goes on as before.
+8. The status of both applications, and the URLs. The stack keeps running; `shipbot down` stops it.
 
-Run again, it uploads the next two model versions (each with its own weights, so each is a new release).
+Run again, it uploads the next two model versions (each with its own weights, so each is a new release); both
+applications follow the model.
 """
 
 from __future__ import annotations
@@ -27,17 +32,21 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 from azure.storage.blob import BlobServiceClient
 
 from cli import client as api
 from cli import main as cli
-from shared.settings import AZURITE
+from shared.settings import AZURITE, Settings
 from stack import keys
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot"))
 BARE = STATE / "app.git"
 WORK = STATE / "app-src"
+SECOND = "scoring"  # the second application: samples/mlops-score in its own repository
+SECOND_BARE, SECOND_WORK = STATE / "scoring.git", STATE / "scoring-src"
+SECOND_PORTS = {"dev": 8091, "qa": 8092, "prod": 8093}
 MODELS = ROOT / "build" / "demo" / "models"
 TIMEOUT_S = 600
 WEBHOOK_URL = f"{api.DEFAULT_URL}/api/webhooks/github"
@@ -52,39 +61,38 @@ def git(*args: str, cwd: Path = WORK) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def app_repository(secret_file: Path, webhook_url: str) -> None:
-    if not (BARE / "HEAD").exists():
-        git("init", "--quiet", "--bare", "--initial-branch=main", str(BARE), cwd=STATE)
-    shutil.copy(ROOT / "scripts" / "hooks" / "post-receive", BARE / "hooks" / "post-receive")
-    git("config", "shipbot.webhookUrl", webhook_url, cwd=BARE)
-    git("config", "shipbot.webhookSecretFile", str(secret_file), cwd=BARE)
-    if not (WORK / ".git").exists():
-        git("clone", "--quiet", str(BARE), str(WORK), cwd=STATE)
-        git("config", "user.name", "Demo Developer")
-        git("config", "user.email", "dev@shipbot.local")
-        git("checkout", "--quiet", "-B", "main")
-    commit_app([ROOT / "model_api"], "app: model_api from the ShipBot repository")
-    print(f"app repository {BARE} (post-receive hook -> {webhook_url})")
-    push()
+def app_repository(secret_file: Path, webhook_url: str, bare: Path = BARE, work: Path = WORK) -> None:
+    """A bare repository whose post-receive hook sends the signed webhook, and its clone."""
+    if not (bare / "HEAD").exists():
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=STATE)
+    shutil.copy(ROOT / "scripts" / "hooks" / "post-receive", bare / "hooks" / "post-receive")
+    git("config", "shipbot.webhookUrl", webhook_url, cwd=bare)
+    git("config", "shipbot.webhookSecretFile", str(secret_file), cwd=bare)
+    if not (work / ".git").exists():
+        git("clone", "--quiet", str(bare), str(work), cwd=STATE)
+        git("config", "user.name", "Demo Developer", cwd=work)
+        git("config", "user.email", "dev@shipbot.local", cwd=work)
+        git("checkout", "--quiet", "-B", "main", cwd=work)
+    print(f"app repository {bare} (post-receive hook -> {webhook_url})")
 
 
-def commit_app(trees: list[Path], message: str, *, into_root: bool = False) -> str:
+def commit_app(trees: list[Path], message: str, *, into_root: bool = False, work: Path = WORK) -> str:
     """Makes the work tree hold exactly `trees` (each as a folder of its name, or its files at the root) and
     commits what changed; the head sha."""
-    for path in WORK.iterdir():
+    for path in work.iterdir():
         if path.name != ".git":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     for tree in trees:
-        shutil.copytree(tree, WORK if into_root else WORK / tree.name, dirs_exist_ok=True,
+        shutil.copytree(tree, work if into_root else work / tree.name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    git("add", "-A")
-    if git("status", "--porcelain"):
-        git("commit", "--quiet", "-m", message)
-    return git("rev-parse", "HEAD")
+    git("add", "-A", cwd=work)
+    if git("status", "--porcelain", cwd=work):
+        git("commit", "--quiet", "-m", message, cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
 
 
-def push() -> None:
-    done = subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=WORK, capture_output=True, text=True)
+def push(work: Path = WORK) -> None:
+    done = subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=work, capture_output=True, text=True)
     print("  " + (done.stderr.strip() or "git push: already up to date").replace("\n", "\n  "))
 
 
@@ -157,19 +165,63 @@ def score(url: str, sample: Path) -> str:
     return f"{who}: /score -> [{result[0]:.2f}, ...]"
 
 
-def connect() -> tuple[api.Client, BlobServiceClient]:
-    key = keys.HostKeys.load(STATE).default_function_key
-    return (api.Client(api.DEFAULT_URL, key=key, actor="demo"), BlobServiceClient.from_connection_string(AZURITE))
+def connect(app: str) -> api.Client:
+    return api.Client(api.DEFAULT_URL, key=keys.HostKeys.load(STATE).default_function_key, actor="demo", app=app)
+
+
+def with_second_app(client: api.Client) -> str:
+    """The fleet in force (the app settings' application at first) with the second application in it, as YAML."""
+    doc = yaml.safe_load(client.get_fleet()["text"])
+    doc["apps"] = [app for app in doc["apps"] if app["name"] != SECOND] + [{
+        "name": SECOND,
+        "source": {"repository": str(SECOND_BARE), "branch": "main",
+                   "webhook_secret": "setting:SHIPBOT_GITHUB_SECRET"},
+        "models": ["diabetes"],
+        "image": "shipbot/scoring",
+        "environments": [
+            {"name": "dev", "target": {"kind": "local", "port": SECOND_PORTS["dev"]}, "rule": "on_green"},
+            {"name": "qa", "target": {"kind": "local", "port": SECOND_PORTS["qa"]}, "rule": "on_green",
+             "approval": True},
+            {"name": "prod", "target": {"kind": "local", "port": SECOND_PORTS["prod"]}, "rule": "manual"}]}]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def second_application(first_app: str, sample: Path) -> None:
+    say(f"a second application joins the fleet: {SECOND} (samples/mlops-score, an Azure ML score.py repository), "
+        "dev -> qa (approval) -> prod")
+    client = connect(SECOND)
+    fleet_file = STATE / "fleet.yaml"
+    fleet_file.write_text(with_second_app(connect(first_app)))
+    if cli.main(["apply", "-f", str(fleet_file), "--reason", "demo: a second application"]) != 0:
+        raise SystemExit("the fleet file was not applied")
+    app_repository(STATE / "secrets" / "github-webhook-secret", WEBHOOK_URL, SECOND_BARE, SECOND_WORK)
+    sha = commit_app([ROOT / "samples" / "mlops-score"], "scoring: the score.py repository", into_root=True,
+                     work=SECOND_WORK)
+    started = time.monotonic()
+    push(SECOND_WORK)
+    release = follow(client, "dev", commit=sha)
+    print(f"dev runs {release['id']} after {time.monotonic() - started:.0f} s (its push reached {SECOND} only)")
+    waiting = client.get_release(release["id"])
+    if "qa" not in waiting.get("approved", []):
+        print(f"qa waits: {release['id']} is not approved for qa")
+    say(f"an operator approves {release['id']} for qa, then promotes it to prod")
+    cli.main(["approve", SECOND, "qa", release["id"], "--reason", "demo: QA signed off", "--wait"])
+    cli.main(["--app", SECOND, "promote", "--to", "prod", "--reason", "demo", "--wait"])
+    for name, port in SECOND_PORTS.items():
+        print(f"{SECOND}/{name:<5} http://127.0.0.1:{port:<6} {score(f'http://127.0.0.1:{port}', sample)}")
 
 
 def main() -> int:
     say("shipbot up: Docker engine, registry, Azurite, local functions host and event bridge")
     if cli.main(["up"]) != 0:
         return 1
-    client, service = connect()
+    first_app = Settings.from_env(os.environ).app_name  # the app settings' application
+    client, service = connect(first_app), BlobServiceClient.from_connection_string(AZURITE)
 
     say("a developer pushes the app to the release branch (signed GitHub webhook)")
     app_repository(STATE / "secrets" / "github-webhook-secret", WEBHOOK_URL)
+    commit_app([ROOT / "model_api"], "app: model_api from the ShipBot repository")
+    push()
 
     first = next_version(service)
     say(f"a data scientist uploads model v{first}: build, smoke test, staging")
@@ -197,11 +249,14 @@ def main() -> int:
           "(on a fresh machine its first build also installs Flask and gunicorn from PyPI); production keeps "
           "model_api")
 
-    say("status")
+    sample = train(first) / "sample-request.json"
+    second_application(first_app, sample)
+
+    say("status of both applications")
     cli.main(["status"])
     envs = {e["name"]: e for e in client.list_environments()}
     for name in ("staging", "production"):
-        print(f"{name:<11} {envs[name]['url']:<24} {score(envs[name]['url'], train(first) / 'sample-request.json')}")
+        print(f"{first_app}/{name:<11} {envs[name]['url']:<24} {score(envs[name]['url'], sample)}")
     print(f"\nAPI {api.DEFAULT_URL}/api (key in {STATE}/host-keys.json); registry http://127.0.0.1:5000; "
           "Azurite 127.0.0.1:10000-10002.\nThe stack keeps running: `.venv/bin/shipbot status`, "
           "`.venv/bin/shipbot down` to stop it.")

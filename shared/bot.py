@@ -134,6 +134,12 @@ class Bot:
     def run(self, job: Job) -> Outcome:
         return self.engine_of_job(job).run(job)
 
+    def across(self, read: Callable[[fleet.App, Engine], object]) -> list[object]:
+        """`read` on every application, up to PARALLEL at once, in fleet order (a read: the first failure raises)."""
+        apps = list(self.fleet().apps)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(PARALLEL, len(apps)))) as pool:
+            return list(pool.map(lambda app: read(app, self._engine(app)), apps))
+
     def app_of_image(self, current: fleet.Fleet, registry: str, repository: str) -> fleet.App | None:
         app = current.of_image(repository)
         if app is not None:

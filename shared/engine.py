@@ -139,7 +139,7 @@ class Engine:
     def _ensure_wanted_release(self, trigger: str) -> tuple[Release | None, str]:
         if self.ports.source is None:
             return None, "no source: this application's releases come from image pushes"
-        model = planning.current_model(self.ports.models.list_models(), self.config.models)
+        model = planning.current_model(self.ports.models.list_models(self.config.models), self.config.models)
         if model is None:
             return None, "no complete model in the models container yet"
         head = self.ports.source.get_head(self.config.release_branch)
@@ -251,14 +251,27 @@ class Engine:
 
     def advance(self, spec: fleet.Environment, *, by: str, reason: str = "") -> Job | None:
         """The rollout that moves `spec`'s environment to the newest release its rules and gates admit, if any."""
+        return self._advance(spec, by=by, reason=reason)[0]
+
+    def _advance(self, spec: fleet.Environment, *, by: str, reason: str = "") -> tuple[Job | None, str]:
+        """`advance`, and why nothing moves when a gate holds back a release that could (e.g. no approval)."""
         env = self.ledger.get_environment(spec.name)
         if env.blocked:  # an automatic rollout failed for good (a refused credential): the operator's turn
-            return None
+            return None, f"{spec.name} is blocked: {env.blocked}"
         previous, now = self.previous(spec.name), self.ports.clock()
         current = self.current_release(env)
-        chosen = planning.candidate(self.releases_since(current), env, current, previous=previous,
-                                    gate=lambda r: planning.gate(r, spec, previous, now))
-        return jobs.rollout(spec.name, chosen.id, by=by, reason=reason) if chosen else None
+        held: list[str] = []
+
+        def gate(release: Release) -> str:
+            why = planning.gate(release, spec, previous, now)
+            if why and not held:
+                held.append(why)
+            return why
+
+        chosen = planning.candidate(self.releases_since(current), env, current, previous=previous, gate=gate)
+        if chosen is not None:
+            return jobs.rollout(spec.name, chosen.id, by=by, reason=reason), ""
+        return None, held[0] if held else ""
 
     # -- repairs (reconcile) ----------------------------------------------------------------------------------
     def _repair(self, release: Release) -> list[Job]:
@@ -447,10 +460,11 @@ class Engine:
                 return Outcome(f"rollout of {release.id} to {environment} failed and was rolled back: "
                                f"{verdict.reason}")
         after = self.following(environment)  # outside the lease: the next environment's rollout is its own job
-        job_next = (self.advance(after, by="shipbot", reason=f"verified on {environment}")
-                    if after is not None and after.rule == "on_green" else None)
+        job_next, held = (self._advance(after, by="shipbot", reason=f"verified on {environment}")
+                          if after is not None and after.rule == "on_green" else (None, ""))
         return Outcome(f"{release.id} runs on {environment}" +
-                       (f"; {after.name} rollout of {job_next.release_id} queued" if job_next else ""),
+                       (f"; {after.name} rollout of {job_next.release_id} queued" if job_next else "") +
+                       (f"; {after.name} waits: {held}" if held else ""),
                        [job_next] if job_next else [], release)
 
     def _rollout_failed(self, environment: str, release: Release, job: Job, failure: errors.ReleaseError) -> None:

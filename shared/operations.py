@@ -32,7 +32,7 @@ def build(engine: Engine, *, commit: str | None, model: str | None, by: str) -> 
             raise errors.InvalidEvent(f"model must be name/version, not {model!r}")
         chosen = ports.models.get_model(name, version)
     else:
-        chosen = planning.current_model(ports.models.list_models(), engine.config.models)
+        chosen = planning.current_model(ports.models.list_models(engine.config.models), engine.config.models)
         if chosen is None:
             raise errors.NotFound("no complete model in the models container yet; upload one first")
     release, created = engine.create_release(sha, chosen, trigger=f"manual build by {by}", by=by)

@@ -84,7 +84,8 @@ class Source(Protocol):
 class Models(Protocol):
     """The models container: `<name>/<version>/<file>`, the model file plus its sample request/response."""
 
-    def list_models(self) -> list[Model]: ...                               # every complete version, any order
+    def list_models(self, names: tuple[str, ...] = ()) -> list[Model]: ...  # every complete version (of `names`
+                                                                            # only, when given), any order
     def get_model(self, name: str, version: str) -> Model: ...              # NotFound
     def download(self, model: Model, destination: Path) -> None:
         """Writes every file of the version into `destination`, streaming (never whole in memory)."""

@@ -85,6 +85,10 @@ def refs(value: Any) -> Iterator[str]:
         for inner in _INTERPOLATION.findall(value):
             yield from (m for m in _TOKEN.findall(re.sub(r"'[^']*'", "''", inner)))
     elif isinstance(value, dict):
+        if value.get("type") == "lambda_expression":  # `x => ...`: x is the lambda's own, not a symbol
+            own = {str(v) for k, v in value["detail"].items() if k.startswith("var_")}
+            yield from (name for name in refs(value["detail"]["expression"]) if name not in own)
+            return
         operator = value.get("operator")
         if isinstance(operator, dict) and operator.get("type") == "property_accessor":
             yield from refs(operator["operands"]["operand_1"])
@@ -223,3 +227,43 @@ def walk(value: Any) -> Iterator[Any]:
     elif isinstance(value, list):
         for item in value:
             yield from walk(item)
+
+
+def text(value: Any) -> str:
+    """An expression as Bicep text, canonically spaced: `map(filter(xs, x => ns == x.namespace), x => x.name)`."""
+    if isinstance(value, BicepElement):
+        return str(value)
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if value.get("type") == "lambda_expression":
+            names = [str(v) for k, v in value["detail"].items() if k.startswith("var_")]
+            return f"{', '.join(names)} => {text(value['detail']['expression'])}"
+        if "function" in value:
+            return f"{value['function']['type']}({', '.join(text(a) for a in value['function']['parameters'].values())})"
+        if "operator" in value:
+            operator, operands = value["operator"]["type"], value["operator"]["operands"]
+            if operator == "property_accessor":
+                return f"{text(operands['operand_1'])}.{text(operands['operand_2'])}"
+            symbols = {"equals": "==", "not_equals": "!=", "add": "+", "minus": "-", "multiply": "*", "divide": "/"}
+            if operator in symbols:
+                return f"{_operand(operands['operand_1'])} {symbols[operator]} {_operand(operands['operand_2'])}"
+            if operator == "conditional":
+                return (f"{_operand(operands['condition'])} ? {text(operands['true_value'])} : "
+                        f"{text(operands['false_value'])}")
+            if operator == "parentheses":
+                return f"({text(operands.get('operand_1', operands))})"
+        return "{" + ", ".join(f"{k}: {text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _operand(value: Any) -> str:
+    """An operand of a binary or conditional operator, in parentheses when it is itself one."""
+    inner = isinstance(value, dict) and value.get("operator", {}).get("type") not in (None, "property_accessor")
+    return f"({text(value)})" if inner else text(value)

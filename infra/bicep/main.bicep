@@ -132,6 +132,27 @@ param serviceType string = 'ClusterIP'
 @description('Image of the Deployments before the first release: a placeholder that never becomes ready.')
 param initialImage string = 'mcr.microsoft.com/oss/kubernetes/pause:3.9'
 
+// -- the fleet ------------------------------------------------------------------------------------------------
+@description('The fleet file\'s other applications, for what Azure holds for them: [{name, image, targets: [{namespace, deployment, service}]}], each target one of its Kubernetes environments (service: the Service\'s name; its port is servicePort). The application the parameters above describe is always there. docs/deploy-azure.md shows a fleet of two.')
+param fleetApps array = []
+
+// Every Deployment ShipBot rolls out to, and every repository whose pushes it takes.
+var clusterTargets = concat([
+  {
+    namespace: stagingNamespace
+    deployment: deploymentName
+    service: serviceName
+  }
+  {
+    namespace: productionNamespace
+    deployment: deploymentName
+    service: serviceName
+  }
+], flatten(map(fleetApps, app => app.targets)))
+var imageRepositories = union(concat([
+  repository
+], allowedRepositories, map(fleetApps, app => app.image)), [])
+
 // -- delivery and scale ---------------------------------------------------------------------------------------
 @description('Subscribe the Event Grid triggers; only once the functions are published (docs/deploy-azure.md).')
 param subscribeEvents bool = false
@@ -337,9 +358,7 @@ module eventgrid 'modules/eventgrid.bicep' = {
     deadLetterContainerName: deadLetterContainer
     registryName: acr.outputs.name
     functionAppId: functionapp.outputs.id
-    repositories: concat([
-      repository
-    ], allowedRepositories)
+    repositories: imageRepositories
     maxDeliveryAttempts: eventMaxDeliveryAttempts
     eventTimeToLiveMinutes: eventTimeToLiveMinutes
   }
@@ -349,16 +368,13 @@ module kubernetes 'modules/kubernetes.bicep' = {
   name: 'shipbot-kubernetes'
   params: {
     functionPrincipalId: functionapp.outputs.principalId
-    stagingNamespace: stagingNamespace
-    productionNamespace: productionNamespace
-    deploymentName: deploymentName
+    targets: clusterTargets
     containerName: containerName
     containerPort: containerPort
     readinessPath: readinessPath
     livenessPath: livenessPath
-    serviceName: serviceName
     servicePort: servicePort
-    serviceProxyName: serviceProxyName
+    serviceProxyPort: serviceProxyPort
     serviceType: serviceType
     initialImage: initialImage
   }

@@ -59,9 +59,13 @@ class BlobModels:
                          **options: Any) -> BlobModels:
         return cls(container=blob_storage.container_from_account_url(url, credential, container_name), **options)
 
-    def list_models(self) -> list[Model]:
-        found = []
-        for (name, version), blobs in self._versions(prefix="").items():
+    def list_models(self, names: tuple[str, ...] = ()) -> list[Model]:
+        """Every complete version; with `names`, only theirs (one listing per name: an application reads its own
+        models, not every model of the container)."""
+        found, versions = [], {}
+        for prefix in sorted({f"{name}/" for name in names}) or [""]:
+            versions.update(self._versions(prefix=prefix))
+        for (name, version), blobs in versions.items():
             model_blob = _model_blob(blobs)
             if model_blob is None:
                 continue

@@ -158,8 +158,8 @@ class MemoryModels:
         self._models[(name, version)] = model
         return model
 
-    def list_models(self) -> list[Model]:
-        return list(self._models.values())
+    def list_models(self, names: tuple[str, ...] = ()) -> list[Model]:
+        return [m for m in self._models.values() if not names or m.name in names]
 
     def get_model(self, name: str, version: str) -> Model:
         try:

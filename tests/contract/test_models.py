@@ -99,6 +99,16 @@ def test_a_complete_version_is_listed_and_got_with_its_model_files_sha256(harnes
         harness.models.get_model("diabetes", "3")
 
 
+def test_listing_by_name_gives_only_those_models(harness) -> None:
+    harness.put("diabetes", "1", a_version(b"one"))
+    harness.put("diabetes-lite", "1", a_version(b"lite"))  # its name starts like the other: not listed with it
+    harness.put("churn", "7", a_version(b"churn"))
+    assert sorted((m.name, m.version) for m in harness.models.list_models(("diabetes",))) == [("diabetes", "1")]
+    assert sorted(m.name for m in harness.models.list_models(("churn", "diabetes"))) == ["churn", "diabetes"]
+    assert harness.models.list_models(("nothing",)) == []
+    assert len(harness.models.list_models()) == 3
+
+
 def test_download_writes_every_file_of_the_version(harness, tmp_path: Path) -> None:
     harness.put("diabetes", "1", a_version(b"the model"))
     harness.put("diabetes", "2", a_version(b"another model"))

@@ -74,11 +74,14 @@ ACR_TASK_RUNNER_ACTIONS = {
 }
 
 # The Kubernetes RBAC rules of kubernetes.bicep's Role: what KubernetesDeployer calls, on its objects only.
+# In each namespace, the Role names the Deployments of the targets there and their Services as the proxy URL does.
 EXPECTED_K8S_RULES = [
-    {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["deploymentName"],
+    {"apiGroups": ["apps"], "resources": ["deployments"],
+     "resourceNames": "map(filter(targets, target => ns == target.namespace), target => target.deployment)",
      "verbs": ["get", "patch", "watch"]},
     {"apiGroups": [""], "resources": ["services/proxy"],
-     "resourceNames": ["serviceProxyName"],
+     "resourceNames": "map(filter(targets, target => ns == target.namespace), "
+                      "target => '${target.service}:${serviceProxyPort}')",
      "verbs": ["get"]},
 ]
 
@@ -170,30 +173,47 @@ def test_principals_passed_to_modules_are_the_function_apps_identity() -> None:
     assert bicep.accessor(module["params"]["kubeletObjectId"]) == ["aksAccess", "outputs", "kubeletObjectId"]
 
 
-def test_the_cluster_gets_both_namespaces_and_a_role_on_the_named_objects_only() -> None:
+def test_the_cluster_gets_every_targets_namespace_and_a_role_on_the_named_objects_only() -> None:
     module, kubernetes = bicep.main().module("kubernetes")
     settings = bicep.shipbot_settings()
-    assert module["params"]["stagingNamespace"] == settings["SHIPBOT_STAGING_NAMESPACE"]
-    assert module["params"]["productionNamespace"] == settings["SHIPBOT_PRODUCTION_NAMESPACE"]
-    assert module["params"]["deploymentName"] == settings["SHIPBOT_K8S_DEPLOYMENT"]
-    # The Role names the Service exactly as the deployer's proxy URL does: one setting feeds both.
-    assert module["params"]["serviceProxyName"] == settings["SHIPBOT_K8S_SERVICE"] == "serviceProxyName"
+    # The targets: the settings' application's two environments, as its settings name them, then the fleet's.
+    assert module["params"]["targets"] == "clusterTargets"
+    assert bicep.text(bicep.main().section("variables")["clusterTargets"]["value"]) == (
+        "concat([{namespace: stagingNamespace, deployment: deploymentName, service: serviceName}, "
+        "{namespace: productionNamespace, deployment: deploymentName, service: serviceName}], "
+        "flatten(map(fleetApps, app => app.targets)))")
+    assert settings["SHIPBOT_STAGING_NAMESPACE"] == "stagingNamespace"
+    assert settings["SHIPBOT_PRODUCTION_NAMESPACE"] == "productionNamespace"
+    assert settings["SHIPBOT_K8S_DEPLOYMENT"] == "deploymentName"
+    # The Role names the Service exactly as the deployer's proxy URL does: one parameter feeds both.
+    assert settings["SHIPBOT_K8S_SERVICE"] == "serviceProxyName"
+    assert bicep.main().section("variables")["serviceProxyName"]["value"] == "${serviceName}:${serviceProxyPort}"
+    assert module["params"]["serviceProxyPort"] == "serviceProxyPort"
     assert bicep.accessor(module["params"]["functionPrincipalId"]) == ["functionapp", "outputs", "principalId"]
     variables = kubernetes.section("variables")
-    assert variables["namespaces"]["value"] == ["stagingNamespace", "productionNamespace"]
+    assert bicep.text(variables["namespaces"]["value"]) == "union(map(targets, target => target.namespace), [])"
     namespace = bicep.body(variables["namespaceObjects"]["value"])
     assert (namespace["kind"], namespace["metadata"]["name"]) == ("Namespace", "ns")
     role = bicep.body(variables["roles"]["value"])
     assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "ns")
-    assert role["rules"] == EXPECTED_K8S_RULES
+    assert [{**rule, "resourceNames": bicep.text(rule["resourceNames"])} for rule in role["rules"]] == EXPECTED_K8S_RULES
     binding = bicep.body(variables["roleBindings"]["value"])
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                                     "name": "functionPrincipalId"}]
-    for loop in ("namespaceObjects", "roles", "roleBindings", "deployments", "services"):
+    for loop in ("namespaceObjects", "roles", "roleBindings"):
         assert variables[loop]["value"]["loop_type"]["detail"]["array_name"] == "namespaces", loop
+    for loop in ("deployments", "services"):  # one of each per target, named as the target says
+        assert variables[loop]["value"]["loop_type"]["detail"] == {"item_name": "target", "array_name": "targets"}
+    deployment, service = (bicep.body(variables[name]["value"]) for name in ("deployments", "services"))
+    assert bicep.text(deployment["metadata"]["name"]) == "target.deployment"
+    assert bicep.text(deployment["metadata"]["namespace"]) == bicep.text(service["metadata"]["namespace"]) == \
+        "target.namespace"
+    assert bicep.text(service["metadata"]["name"]) == "target.service"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"] == \
+        deployment["spec"]["template"]["metadata"]["labels"]
     access = kubernetes.section("outputs")["access"]["value"]["items"]["function"]["parameters"]
     assert list(access.values()) == ["namespaceObjects", "roles", "roleBindings"]
-    container = bicep.body(variables["deployments"]["value"])["spec"]["template"]["spec"]["containers"][0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["name"] == "containerName"
     assert module["params"]["containerName"] == settings["SHIPBOT_K8S_CONTAINER"]

@@ -281,8 +281,16 @@ def test_every_event_grid_trigger_is_subscribed_with_retries_and_dead_letters() 
     images = targets["image_pushed"]["filter"]
     assert images["includedEventTypes"] == ["Microsoft.ContainerRegistry.ImagePushed"]
     assert images["advancedFilters"][0]["key"] == "data.target.repository"
-    repositories = module["params"]["repositories"]["function"]["parameters"]
-    assert repositories == {"arg_1": ["repository"], "arg_2": "allowedRepositories"}
+    # Every application's repository (the settings' one, the allowed ones, the fleet's), each once, 25 a subscription
+    assert module["params"]["repositories"] == "imageRepositories"
+    assert bicep.text(bicep.main().section("variables")["imageRepositories"]["value"]) == \
+        "union(concat([repository], allowedRepositories, map(fleetApps, app => app.image)), [])"
+    assert bicep.text(eventgrid.section("variables")["repositoryChunks"]["value"]) == \
+        "subscribe ? range(0, (length(repositories) + 24) / 25) : []"
+    assert bicep.text(images["advancedFilters"][0]["values"]) == "take(skip(repositories, chunk * 25), 25)"
+    (pushed,) = [r for r in subscriptions.values() if bicep.body(r)["properties"]["filter"] is targets["image_pushed"]["filter"]]
+    assert pushed["config"]["loop_type"]["detail"] == {"item_name": "chunk", "array_name": "repositoryChunks"}
+    assert bicep.text(bicep.body(pushed)["name"]) == "(chunk == 0) ? 'image-pushed' : 'image-pushed-${chunk + 1}'"
 
 
 # -- the package the docs publish ---------------------------------------------------------------------------

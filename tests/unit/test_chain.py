@@ -47,6 +47,13 @@ def test_a_green_release_goes_to_the_first_environment_and_waits_for_its_approva
     assert world.ledger.get_environment("qa").current.release_id == release
 
 
+def test_the_rollout_says_why_the_next_environment_waits(world):
+    world.deliver(world.upload("1"))
+    summaries = world.run(world.finish_builds())
+    release = world.ledger.list_releases()[0].id
+    assert summaries[-1] == f"{release} runs on dev; qa waits: release {release} is not approved for qa (shipbot approve)"
+
+
 def test_a_schedule_fires_once_after_the_soak_however_many_slots_were_missed(world):
     release = world.ship("1")
     world.engine.schedules_due()  # the first look starts the count

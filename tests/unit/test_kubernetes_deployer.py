@@ -245,10 +245,12 @@ def test_the_deployer_needs_only_the_verbs_of_its_role(api, deployer):
                     ("watch", "deployments", "staging", ""), ("get", "services/proxy", "staging", "app:80")}
 
 
-# The Role of infra/bicep/modules/kubernetes.bicep (as test_bicep_roles reads it from the file), with its
-# parameters set for a target that names the Service's port by name: staging/app/model-api@app:http.
-ROLE = [(verb, rule["resources"][0], {"deploymentName": "app", "serviceProxyName": "app:http"}[name])
-        for rule in EXPECTED_K8S_RULES for name in rule["resourceNames"] for verb in rule["verbs"]]
+# The Role of infra/bicep/modules/kubernetes.bicep (as test_bicep_roles reads it from the file) in the namespace
+# of one target, {namespace: staging, deployment: app, service: app}, with serviceProxyPort naming the Service's
+# port by name: what its resourceNames give there, for the deployer's target staging/app/model-api@app:http.
+NAMES = {"deployments": ["app"], "services/proxy": ["app:http"]}
+ROLE = [(verb, rule["resources"][0], name)
+        for rule in EXPECTED_K8S_RULES for name in NAMES[rule["resources"][0]] for verb in rule["verbs"]]
 
 
 def limited(api: KubeApiServer, time_: FakeTime, rules, spec: str = "staging/app/model-api@app:http"):

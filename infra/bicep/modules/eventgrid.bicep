@@ -22,7 +22,7 @@ param registryName string
 @description('Resource id of the Function App; the endpoints are <id>/functions/<function name>.')
 param functionAppId string
 
-@description('Repositories whose pushes are delivered: ShipBot\'s own and the allowed ones.')
+@description('Repositories whose pushes are delivered: every application\'s of the fleet and the allowed ones.')
 param repositories array
 
 @description('Delivery attempts before an event is dead-lettered (1-30).')
@@ -162,9 +162,13 @@ resource modelUploaded 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022
   }
 }
 
-resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscribe) {
+// A subscription's filters take at most 25 values in all: one subscription per 25 repositories (the first keeps
+// the name it always had); none until the functions are published.
+var repositoryChunks = subscribe ? range(0, (length(repositories) + 24) / 25) : []
+
+resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = [for chunk in repositoryChunks: {
   parent: registryTopic
-  name: 'image-pushed'
+  name: (chunk == 0) ? 'image-pushed' : 'image-pushed-${chunk + 1}'
   dependsOn: [
     registryTopicDeadLetter
   ]
@@ -187,7 +191,7 @@ resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-0
         {
           operatorType: 'StringIn'
           key: 'data.target.repository'
-          values: repositories
+          values: take(skip(repositories, chunk * 25), 25)
         }
       ]
     }
@@ -199,4 +203,4 @@ resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-0
       deadLetterDestination: deadLetterDestination
     }
   }
-}
+}]

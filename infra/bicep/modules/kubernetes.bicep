@@ -3,30 +3,26 @@
 // Kubernetes extension is a preview that needs the cluster's admin credentials, which a cluster with
 // Entra ID-only access does not have.
 //
-// access  the staging and production namespaces, a Role in each that may get, patch and watch the one
-//         Deployment and get the one Service's proxy (the /version check), and a RoleBinding of that Role to
-//         the function's identity. With Entra ID integration a managed identity reaches Kubernetes RBAC as the
+// access  every namespace of `targets` (the app settings' application's staging and production, and each
+//         Kubernetes environment of the fleet's other applications), a Role in each that may get, patch and
+//         watch its Deployments only and get their Services' proxy only (the /version check), and a
+//         RoleBinding of that Role to the function's identity. With Entra ID integration a managed identity reaches Kubernetes RBAC as the
 //         user named by its object id. Kubernetes RBAC rather than Azure RBAC for Kubernetes: only a Role can
 //         name the Deployment and the Service (resourceNames); an Azure role grants every Deployment of the
 //         namespace. Safe to apply again at any time.
-// app     the Deployment and Service ShipBot rolls out to, created once before the first release. Its image is
+// app     the Deployments and Services ShipBot rolls out to, one of each per target, created once before the
+//         first release. Its image is
 //         a placeholder that never becomes ready; ShipBot patches the container's image to a release digest.
 //         Created with `kubectl create`, so that applying it again fails instead of resetting a live image.
 
 @description('Object id of the Function App\'s system-assigned identity.')
 param functionPrincipalId string
 
-param stagingNamespace string
-param productionNamespace string
-
-@description('The Deployment ShipBot patches in each namespace.')
-param deploymentName string
+@description('Every environment ShipBot rolls out to on the cluster: {namespace, deployment, service} (the Service\'s name; its port is servicePort). Two in one namespace are two Deployments under one Role.')
+param targets array
 
 @description('The container of that Deployment whose image ShipBot sets.')
 param containerName string
-
-@description('The Service in front of it, through which ShipBot checks /version.')
-param serviceName string
 
 param servicePort int
 
@@ -39,8 +35,8 @@ param readinessPath string
 @description('The app\'s liveness path; empty for no liveness probe (model_api: /healthz).')
 param livenessPath string
 
-@description('The Service as ShipBot\'s proxy URL names it (SHIPBOT_K8S_SERVICE): <name>:<port number or name>.')
-param serviceProxyName string
+@description('The Services\' port as ShipBot\'s proxy URL names it (SHIPBOT_K8S_SERVICE, a target\'s `service`: <name>:<this>): its number or its name.')
+param serviceProxyPort string
 
 @allowed([
   'ClusterIP'
@@ -51,11 +47,8 @@ param serviceType string
 @description('The image the Deployment starts with, before ShipBot\'s first rollout.')
 param initialImage string
 
-var namespaces = [
-  stagingNamespace
-  productionNamespace
-]
-
+// Each namespace once, in the order the targets name them.
+var namespaces = union(map(targets, target => target.namespace), [])
 
 var namespaceObjects = [for ns in namespaces: {
   apiVersion: 'v1'
@@ -83,9 +76,7 @@ var roles = [for ns in namespaces: {
       resources: [
         'deployments'
       ]
-      resourceNames: [
-        deploymentName
-      ]
+      resourceNames: map(filter(targets, target => ns == target.namespace), target => target.deployment)
       verbs: [
         'get'
         'patch'
@@ -100,9 +91,7 @@ var roles = [for ns in namespaces: {
         'services/proxy'
       ]
       // The API server authorizes the proxy by the id in its path, as written: only the one ShipBot uses.
-      resourceNames: [
-        serviceProxyName
-      ]
+      resourceNames: map(filter(targets, target => ns == target.namespace), target => '${target.service}:${serviceProxyPort}')
       verbs: [
         'get'
       ]
@@ -131,24 +120,25 @@ var roleBindings = [for ns in namespaces: {
   ]
 }]
 
-var labels = {
-  'app.kubernetes.io/name': deploymentName
-  'app.kubernetes.io/managed-by': 'shipbot'
-}
-
-var deployments = [for ns in namespaces: {
+var deployments = [for target in targets: {
   apiVersion: 'apps/v1'
   kind: 'Deployment'
   metadata: {
-    name: deploymentName
-    namespace: ns
-    labels: labels
+    name: target.deployment
+    namespace: target.namespace
+    labels: {
+      'app.kubernetes.io/name': target.deployment
+      'app.kubernetes.io/managed-by': 'shipbot'
+    }
   }
   spec: {
     replicas: 2
     progressDeadlineSeconds: 300
     selector: {
-      matchLabels: labels
+      matchLabels: {
+        'app.kubernetes.io/name': target.deployment
+        'app.kubernetes.io/managed-by': 'shipbot'
+      }
     }
     strategy: {
       type: 'RollingUpdate'
@@ -159,7 +149,10 @@ var deployments = [for ns in namespaces: {
     }
     template: {
       metadata: {
-        labels: labels
+        labels: {
+          'app.kubernetes.io/name': target.deployment
+          'app.kubernetes.io/managed-by': 'shipbot'
+        }
       }
       spec: {
         containers: [
@@ -194,17 +187,23 @@ var deployments = [for ns in namespaces: {
   }
 }]
 
-var services = [for ns in namespaces: {
+var services = [for target in targets: {
   apiVersion: 'v1'
   kind: 'Service'
   metadata: {
-    name: serviceName
-    namespace: ns
-    labels: labels
+    name: target.service
+    namespace: target.namespace
+    labels: {
+      'app.kubernetes.io/name': target.deployment
+      'app.kubernetes.io/managed-by': 'shipbot'
+    }
   }
   spec: {
     type: serviceType
-    selector: labels
+    selector: {
+      'app.kubernetes.io/name': target.deployment
+      'app.kubernetes.io/managed-by': 'shipbot'
+    }
     ports: [
       {
         name: 'http'
