@@ -146,14 +146,15 @@ def populate(bot: Bot, app: str, per_app: int, pool: concurrent.futures.Executor
     list(pool.map(engine.ledger.create_release, releases))
     newest, before = releases[-1], releases[-2]
 
-    def running(name: str, current: Release, previous: Release | None):
+    def running(current: Release, previous: Release | None, **more):
         entries = tuple(Entry(T0, "deployed", "shipbot", f"r-{k}") for k in range(100))
         return lambda e: e.with_(current=Deployment(current.id, current.ref, current.created, "shipbot"),
                                  previous=Deployment(previous.id, previous.ref, previous.created, "shipbot")
-                                 if previous else None, history=entries)
+                                 if previous else None, history=entries, **more)
 
-    engine.ledger.update_environment("staging", running("staging", newest, before))
-    engine.ledger.update_environment("production", running("production", before, None))
+    engine.ledger.update_environment("staging", running(newest, before))
+    # Its schedule already counted (no slot since): a reconcile then reads and writes nothing there.
+    engine.ledger.update_environment("production", running(before, None, scheduled=datetime.now(UTC)))
     return per_app
 
 

@@ -37,7 +37,7 @@ from azure.storage.blob import BlobServiceClient
 
 from cli import client as api
 from cli import main as cli
-from shared.settings import AZURITE, Settings
+from shared.settings import AZURITE
 from stack import keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def score(url: str, sample: Path) -> str:
     return f"{who}: /score -> [{result[0]:.2f}, ...]"
 
 
-def connect(app: str) -> api.Client:
+def connect(app: str | None) -> api.Client:
     return api.Client(api.DEFAULT_URL, key=keys.HostKeys.load(STATE).default_function_key, actor="demo", app=app)
 
 
@@ -205,8 +205,10 @@ def second_application(first_app: str, sample: Path) -> None:
     if "qa" not in waiting.get("approved", []):
         print(f"qa waits: {release['id']} is not approved for qa")
     say(f"an operator approves {release['id']} for qa, then promotes it to prod")
-    cli.main(["approve", SECOND, "qa", release["id"], "--reason", "demo: QA signed off", "--wait"])
-    cli.main(["--app", SECOND, "promote", "--to", "prod", "--reason", "demo", "--wait"])
+    if cli.main(["approve", SECOND, "qa", release["id"], "--reason", "demo: QA signed off", "--wait"]) != 0:
+        raise SystemExit(f"the approval of {release['id']} for qa did not reach qa")
+    if cli.main(["--app", SECOND, "promote", "--to", "prod", "--reason", "demo", "--wait"]) != 0:
+        raise SystemExit("the promotion to prod did not reach prod")
     for name, port in SECOND_PORTS.items():
         print(f"{SECOND}/{name:<5} http://127.0.0.1:{port:<6} {score(f'http://127.0.0.1:{port}', sample)}")
 
@@ -215,7 +217,7 @@ def main() -> int:
     say("shipbot up: Docker engine, registry, Azurite, local functions host and event bridge")
     if cli.main(["up"]) != 0:
         return 1
-    first_app = Settings.from_env(os.environ).app_name  # the app settings' application
+    first_app = yaml.safe_load(connect(None).get_fleet()["text"])["apps"][0]["name"]  # the app settings' one
     client, service = connect(first_app), BlobServiceClient.from_connection_string(AZURITE)
 
     say("a developer pushes the app to the release branch (signed GitHub webhook)")

@@ -214,7 +214,7 @@ class Fleet(_Strict):
             if len(self.apps) == 1:
                 return self.apps[0]
             raise errors.NotFound(f"there are {len(self.apps)} applications: name one "
-                                  f"({', '.join(app.name for app in self.apps)})")
+                                  f"({', '.join(app.name for app in self.apps)}) with --app NAME or ?app=NAME")
         try:
             return next(app for app in self.apps if app.name == name)
         except StopIteration:

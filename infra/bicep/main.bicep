@@ -133,7 +133,7 @@ param serviceType string = 'ClusterIP'
 param initialImage string = 'mcr.microsoft.com/oss/kubernetes/pause:3.9'
 
 // -- the fleet ------------------------------------------------------------------------------------------------
-@description('The fleet file\'s other applications, for what Azure holds for them: [{name, image, targets: [{namespace, deployment, service}]}], each target one of its Kubernetes environments (service: the Service\'s name; its port is servicePort). The application the parameters above describe is always there. docs/deploy-azure.md shows a fleet of two.')
+@description('The fleet file\'s other applications, for what Azure holds for them: [{name, image, targets: [{namespace, deployment, service}]}], each target one of its Kubernetes environments (service: the Service\'s name; its port is servicePort; targets: [] for an application with none). Their Deployments get this template\'s container name, port and probes. The application the parameters above describe is always there. docs/deploy-azure.md shows a fleet of two.')
 param fleetApps array = []
 
 // Every Deployment ShipBot rolls out to, and every repository whose pushes it takes.

@@ -97,13 +97,15 @@ def test_two_applications_each_through_its_own_chain(tmp_path, models, capsys):
         sha = second.push("second v1")
         bot.upload_model(models["1"], "1")                  # diabetes: only `app` follows it
         bot.upload_model(models["2"], "1", name="churn")   # churn: only `second`
-        first = bot.wait_release(lambda r: (r.get("model") or {}).get("name") == "diabetes", what="app's release")
+        first = bot.wait(lambda: next((r for r in releases(bot, "app") if (r.get("model") or {}).get("name") == "diabetes"),
+                                      None), what="app's release")
         other = bot.wait(lambda: next(iter(releases(bot, "second")), None), what="second's release")
         assert other["commit"] == sha and other["model"]["name"] == "churn"
         assert other["repository"] == f"{REGISTRY}/shipbot-{bot.name}/second"
         assert [r["id"] for r in releases(bot, "app")] == [first["id"]]  # each ledger holds its own releases
 
-        bot.wait_running("staging", first["id"])
+        bot.wait(lambda: current(bot, "app", "staging") == first["id"], what="app's staging runs its release")
+        assert serves(bot.ports["staging"])["release_id"] == first["id"]
         bot.wait(lambda: current(bot, "second", "dev") == other["id"], what="second's dev runs its release")
         assert serves(second.ports["dev"])["release_id"] == other["id"]
         # dev verified it; qa is on_green but needs an approval: the rollout job says qa waits, and nothing moved
