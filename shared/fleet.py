@@ -51,6 +51,8 @@ REFERENCE = re.compile(r"setting:[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_BYTES = 1 << 20
+CLUSTER = (r"^(|/subscriptions/[^/]+/resource[Gg]roups/[^/]+/providers/Microsoft\.ContainerService/"
+           r"managedClusters/[^/]+)$")  # an AKS cluster's ARM id, as SHIPBOT_AKS_RESOURCE_ID
 
 
 class FleetError(errors.InvalidEvent):
@@ -77,7 +79,7 @@ class KubernetesTarget(_Strict):
     deployment: str = Field(pattern=NAME)
     container: str = Field(default="model-api", pattern=NAME)
     service: str = Field(default="app:80", pattern=r"^[a-z0-9-]+:[a-z0-9-]+$")
-    cluster: str = ""  # the AKS cluster's ARM id; empty: the bot's own (SHIPBOT_AKS_RESOURCE_ID)
+    cluster: str = Field(default="", pattern=CLUSTER)  # the AKS cluster's ARM id; "": the bot's own
 
     @property
     def spec(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,8 @@ class _Parts:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._clusters: dict[str, Any] = {}  # API clients of the clusters targets name besides the bot's own
+        self._lock = threading.Lock()
 
     def pick(self, port: str) -> Any:
         return getattr(self, f"{self.settings.target_of(port)}_{port}")()
@@ -246,16 +249,37 @@ class _Parts:
                                           **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}),
                                           **self.arm_scopes)
 
+    def cluster_api(self, cluster: str) -> Any:
+        """The API client of the AKS cluster a target names by its ARM id ("": the bot's own), one per cluster."""
+        if not cluster:
+            return self.kubernetes_api
+        from shared.adapters.azure import aks_credentials
+
+        with self._lock:
+            if cluster not in self._clusters:
+                self._clusters[cluster] = aks_credentials.api_client(
+                    self.credential, **aks_credentials.parse_cluster_id(cluster),
+                    **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}), **self.arm_scopes)
+            return self._clusters[cluster]
+
     def kubernetes_deployer(self, app: fleet.App, targets: dict[str, Any], root: bool) -> Any:
+        """A deployer per cluster the targets name; one environment's rollouts go to its own cluster."""
         from shared import contract
+        from shared.adapters import promoting
         from shared.adapters.azure import kubernetes_deployer
 
         del app, root  # a Deployment is named by its target: nothing to derive from the application
-        return kubernetes_deployer.KubernetesDeployer(
-            api_client=self.kubernetes_api,
+        clusters: dict[str, dict[str, Any]] = {}
+        for env, t in targets.items():
+            clusters.setdefault(t.cluster, {})[env] = t
+        made = {cluster: kubernetes_deployer.KubernetesDeployer(
+            api_client=self.cluster_api(cluster),
             targets={env: kubernetes_deployer.Target(t.namespace, t.deployment, t.container, t.service)
-                     for env, t in targets.items()},
-            contracts=functools.partial(contract.of_image, self.registry))
+                     for env, t in group.items()},
+            contracts=functools.partial(contract.of_image, self.registry)) for cluster, group in clusters.items()}
+        if len(made) == 1:
+            return next(iter(made.values()))
+        return promoting.ByEnvironment({env: made[t.cluster] for env, t in targets.items()})
 
 
 def source_for(repo: str, settings: Settings, parts: _Parts) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import errors, wiring
+from shared import errors, fleet, wiring
 from shared.adapters import blob_ledger, blob_models, promoting
 from shared.adapters.azure import (acr_registry, acr_task_smoke, acr_tasks_builder, aks_credentials,
                                    azure_repos_source, github_source, kubernetes_deployer)
@@ -163,3 +163,44 @@ def test_the_git_token_is_a_secret_no_repr_shows(azure):
 
     assert settings.git_token == "ghp_s3cr3t"
     assert "ghp_s3cr3t" not in repr(settings)
+
+
+def test_a_target_on_another_cluster_is_rolled_out_there(azure, kubeconfig, monkeypatch):
+    other = AKS_ID.replace("rg-aks", "rg-eu").replace("shipbot-aks", "eu-aks")
+    asked: list[dict] = []
+
+    def api_client(credential, **cluster):
+        asked.append(cluster)
+        return aks_credentials.kubeconfig_api_client(kubeconfig)
+
+    monkeypatch.setattr(aks_credentials, "api_client", api_client)
+    app = fleet.parse(f"""
+apps:
+  - name: churn
+    image: shipbot/churn
+    environments:
+      - {{name: dev, target: {{kind: kubernetes, namespace: churn-dev, deployment: app}}, rule: on_green}}
+      - {{name: eu, target: {{kind: kubernetes, namespace: churn, deployment: app, cluster: "{other}"}},
+         rule: manual}}
+""").apps[0]
+    settings = Settings.from_env({**azure, "SHIPBOT_PRODUCTION_PREFIX": ""})
+    engine = wiring.app_engine(settings, wiring._Parts(settings), app)
+
+    deployer = engine.ports.deployer
+    assert isinstance(deployer, promoting.ByEnvironment)
+    assert deployer.deployers["dev"] is not deployer.deployers["eu"]
+    assert deployer.deployers["dev"].targets["dev"].namespace == "churn-dev"
+    assert set(deployer.deployers["eu"].targets) == {"eu"}
+    assert asked == [{"subscription_id": "00000000-0000-0000-0000-0000000000aa", "resource_group": "rg-eu",
+                      "cluster": "eu-aks"}]  # the bot's own cluster comes from SHIPBOT_KUBECONFIG here
+
+
+def test_a_cluster_that_is_not_an_aks_id_is_refused():
+    with pytest.raises(errors.InvalidEvent, match="cluster"):
+        fleet.parse("""
+apps:
+  - name: churn
+    image: shipbot/churn
+    environments:
+      - {name: dev, target: {kind: kubernetes, namespace: d, deployment: app, cluster: "https://eu.example"}, rule: on_green}
+""")
