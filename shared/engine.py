@@ -247,6 +247,8 @@ class Engine:
         job = self.advance(spec, by="schedule", reason=f"the {slot} slot of {spec.schedule} ({spec.time_zone})")
         log.info("%s: schedule slot %s: %s", spec.name, slot, f"rolling out {job.release_id}" if job else
                  "nothing to roll out")
+        if job is not None:  # the slot is spent: its rollout is pending from now, so a lost job is redone
+            self.ledger.update_environment(spec.name, lambda e: e if e.pending else e.with_(pending=job.to_message()))
         return job
 
     def advance(self, spec: fleet.Environment, *, by: str, reason: str = "") -> Job | None:

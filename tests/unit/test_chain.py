@@ -67,6 +67,20 @@ def test_a_schedule_fires_once_after_the_soak_however_many_slots_were_missed(wor
     assert world.ledger.get_environment("prod").current.release_id == release
 
 
+def test_a_slots_rollout_that_was_lost_is_redone_by_reconcile(world):
+    release = world.ship("1")
+    world.engine.schedules_due()
+    world.run([operations.approve(world.engine, "qa", release, by="carol", reason="ok")[1]])
+    world.clock.now += timedelta(days=1)
+    (lost,) = world.deliver(events.PromotionDue(world.clock()))  # the slot is spent; the job never reaches the queue
+    again = [job for job in world.deliver(events.ReconcileDue(world.clock())) if job.environment == "prod"]
+    assert again == [lost]
+    world.run(again)
+    assert world.ledger.get_environment("prod").current.release_id == release
+    assert world.ledger.get_environment("prod").pending is None
+    assert world.deliver(events.ReconcileDue(world.clock())) == []
+
+
 def test_a_release_that_has_not_soaked_is_not_scheduled(world):
     release = world.ship("1")
     world.engine.schedules_due()
