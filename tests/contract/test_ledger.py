@@ -11,11 +11,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from shared import errors
@@ -536,3 +538,66 @@ def test_a_release_back_in_flight_is_never_hidden_by_a_marker_removed_in_a_race(
     blob.container.delete_blob("index/in-flight/r-1")  # the stale delete of a settling writer that lost a race
     blob.ledger.update_release("r-1", lambda r: r.with_(build_attempts=2))  # the next update in flight
     assert [r.id for r in blob.ledger.list_in_flight()] == ["r-1"]
+
+
+FLEET_OF_TWO = """
+apps:
+  - name: app
+    image: shipbot/app
+    environments:
+      - {name: staging, target: {kind: local, port: 8081}, rule: on_green}
+      - {name: production, target: {kind: local, port: 8080}, rule: schedule, schedule: "0 0 2 * * *"}
+  - name: churn
+    image: shipbot/churn
+    environments:
+      - {name: dev, target: {kind: local, port: 8091}, rule: on_green}
+"""
+
+
+@pytest.mark.skipif(not HAS_MEMORY, reason="needs the in-memory adapters")
+def test_a_ledger_written_before_the_fleet_is_the_settings_application_once_a_fleet_is_applied(blob_container) -> None:
+    """tests/fixtures/ledger-before-fleet: every blob a single-application ShipBot (commit 09829b8, before the
+    fleet, the release index and bounded histories) wrote for three releases: one promoted to production,
+    one rolled back on staging and held, one building. Read by today's bot with a fleet of two applied."""
+    from shared import fleet
+    from shared.adapters import memory
+    from shared.bot import Bot
+    from shared.engine import Config, Engine
+    from shared.jobs import Job
+    from shared.ports import Ports
+
+    written = Path(__file__).resolve().parents[1] / "fixtures" / "ledger-before-fleet"
+    with contextlib.suppress(ResourceExistsError):
+        blob_container.create_container()
+    for path in sorted(p for p in written.rglob("*") if p.is_file() and p.name != "README.md"):
+        blob_container.upload_blob(path.relative_to(written).as_posix(), path.read_bytes())
+    old_docs = {p.stem: json.loads(p.read_text()) for p in (written / "releases").glob("*.json")}
+
+    def engine_for(app: fleet.App) -> Engine:
+        ledger = BlobLedger(container=blob_container, app="" if app.name == "app" else app.name)
+        return Engine(Ports(ledger, memory.MemorySource(), memory.MemoryModels(), memory.MemoryBuilder(),
+                            memory.MemoryRegistry(), memory.MemorySmokeRunner(), memory.MemoryDeployer(),
+                            memory.MemoryNotifier(), lambda: T0), Config(repository="registry.test/shipbot/app",
+                                                                         chain=tuple(app.environments), app=app.name))
+
+    root = BlobLedger(container=blob_container)
+    root.put_fleet(FLEET_OF_TWO, by="ops", at=T0, reason="churn joins")
+    bot = Bot(ledger=root, default=fleet.parse(FLEET_OF_TWO), engine_for=engine_for, root="app")
+
+    app = bot.engine("app").ledger
+    assert {r.id: r.to_json() for r in app.list_releases()} == {
+        rid: Release.from_json(doc).to_json() for rid, doc in old_docs.items()}  # every field, every entry
+    (building,) = app.list_in_flight()
+    assert building.status is Status.BUILDING
+    staging, production = app.get_environment("staging"), app.get_environment("production")
+    assert production.current.release_id == staging.current.release_id  # staging was rolled back to it
+    (second,) = [r for r in app.list_releases() if r.id not in (building.id, production.current.release_id)]
+    assert second.held and second.rolled_back and second.deployed == ("staging",)
+    assert len(app.environment_history("staging")) == len(json.loads(
+        (written / "environments" / "staging.json").read_text())["history"])
+    with pytest.raises(errors.Exists):
+        app.create_event_marker("e1")  # the events it saw stay seen
+    assert bot.engine("churn").ledger.list_releases() == []
+    old_job = Job.from_message('{"kind":"rollout","release_id":"%s","environment":"production","by":"ops",'
+                               '"reason":"","force":false,"automatic":false}' % production.current.release_id)
+    assert bot.engine_of_job(old_job) is bot.engine("app")  # a job queued before the fleet names no application
