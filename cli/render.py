@@ -145,6 +145,8 @@ def fleet_view(apps: Sequence[dict[str, Any]], *, now: datetime) -> str:
                          current.get("release_id") or NONE, age(current.get("at"), now=now),
                          current.get("by") or NONE, env.get("url") or NONE])
         notes += [f"{app.get('name')}: {note}" for note in drift_notes(app.get("environments") or ())]
+        notes += [f"{app.get('name')}: {env.get('name')} waits: {clip(env['waiting'])}"
+                  for env in app.get("environments") or () if env.get("waiting")]
     return "\n".join([table(["APP", "ENVIRONMENT", "RULE", "RELEASE", "SINCE", "BY", "URL"], rows), *notes])
 
 

@@ -129,7 +129,8 @@ def apps(req: func.HttpRequest) -> func.HttpResponse:
     def one(app: fleet.App, engine) -> dict:
         return {"name": app.name, "image": engine.config.repository, "models": list(app.models),
                 "source": app.source.model_dump() if app.source else None, "environments": [
-                    {**env.to_json(), "rule": engine.spec(env.name).rule, "url": url, "running": running}
+                    {**env.to_json(), "rule": engine.spec(env.name).rule, "url": url, "running": running,
+                     "waiting": engine.waiting(env.name)}
                     for env, running, url in operations.environments(engine)]}
 
     return common.answer(200, {"apps": common.bot().across(one)})

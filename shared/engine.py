@@ -251,6 +251,15 @@ class Engine:
             self.ledger.update_environment(spec.name, lambda e: e if e.pending else e.with_(pending=job.to_message()))
         return job
 
+    def waiting(self, environment: str) -> str:
+        """Why an automatic environment with gates does not take the release that could go there now (e.g. it
+        lacks an approval), or "". Reads only; what `shipbot status` shows."""
+        spec = self.spec(environment)
+        if spec.rule == "manual" or not (spec.approval or spec.soak or spec.freeze):
+            return ""
+        job, held = self._advance(spec, by="status")
+        return "" if job is not None else held
+
     def advance(self, spec: fleet.Environment, *, by: str, reason: str = "") -> Job | None:
         """The rollout that moves `spec`'s environment to the newest release its rules and gates admit, if any."""
         return self._advance(spec, by=by, reason=reason)[0]

@@ -112,6 +112,8 @@ def test_two_applications_each_through_its_own_chain(tmp_path, models, capsys):
         bot.wait(lambda: f"{other['id']} runs on dev; qa waits: release {other['id']} is not approved for qa"
                  in bot.host_log(), what="qa waits for an approval")
         assert current(bot, "second", "qa") is None and current(bot, "app", "production") is None
+        code, out, err = cli(bot, capsys, "status")
+        assert code == 0 and f"second: qa waits: release {other['id']} is not approved for qa" in out, out
 
         code, out, err = cli(bot, capsys, "approve", "second", "qa", other["id"], "--reason", "QA signed off",
                              "--wait")

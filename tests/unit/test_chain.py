@@ -52,6 +52,11 @@ def test_the_rollout_says_why_the_next_environment_waits(world):
     summaries = world.run(world.finish_builds())
     release = world.ledger.list_releases()[0].id
     assert summaries[-1] == f"{release} runs on dev; qa waits: release {release} is not approved for qa (shipbot approve)"
+    assert world.engine.waiting("qa") == f"release {release} is not approved for qa (shipbot approve)"
+    assert world.engine.waiting("dev") == ""  # no gates
+    world.run([operations.approve(world.engine, "qa", release, by="carol", reason="ok")[1]])
+    assert world.engine.waiting("qa") == ""
+    assert world.engine.waiting("prod") == f"release {release} has soaked 0 of 60 minutes on qa"
 
 
 def test_a_schedule_fires_once_after_the_soak_however_many_slots_were_missed(world):
