@@ -110,3 +110,21 @@ def test_history_shows_an_environments_every_entry_archived_ones_included(world)
     assert lines[0].startswith("2026-03-01 00:00:00  deployed to staging") and lines[0].endswith("r-0")
     assert run("history", "staging", "--limit", "2")[1].splitlines()[-1].endswith(f"r-{HISTORY_LIMIT + 9}")
     assert len(world.engine.ledger.get_environment("staging").history) <= HISTORY_LIMIT
+
+
+def test_the_fleet_view_has_a_row_per_environment_and_says_what_waits():
+    from datetime import UTC, datetime
+
+    from cli import render
+
+    apps = [{"name": "app", "environments": [{"name": "staging", "rule": "on_green", "waiting": "",
+                                               "current": {"release_id": "r-1", "at": "2026-12-04T10:00:00Z",
+                                                           "by": "shipbot"}}]},
+            {"name": "churn", "environments": [{"name": "dev", "rule": "on_green", "current": None},
+                                                {"name": "qa", "rule": "on_green",
+                                                 "waiting": "release r-2 is not approved for qa (shipbot approve)"}]}]
+    out = render.fleet_view(apps, now=datetime(2026, 12, 4, 11, tzinfo=UTC)).splitlines()
+    assert out[0].split() == ["APP", "ENVIRONMENT", "RULE", "RELEASE", "SINCE", "BY", "URL"]
+    assert [line.split()[:2] for line in out[1:4]] == [["app", "staging"], ["churn", "dev"], ["churn", "qa"]]
+    assert "r-1" in out[1] and "1h ago" in out[1]
+    assert out[4:] == ["churn: qa waits: release r-2 is not approved for qa (shipbot approve)"]
