@@ -169,21 +169,33 @@ def drop_world(environ: dict[str, str]) -> None:
 
 # -- measuring, in a fresh process ------------------------------------------------------------------------------
 def measure(environ: dict[str, str], app: str, rounds: int) -> dict:
-    """One cold reconcile of `app`, then `rounds` warm ones, then every application's (the timer)."""
+    """One cold reconcile of `app`, then `rounds` warm ones, then every application's (the timer); and how
+    many storage requests one warm reconcile makes (the same at any ledger size, if the cost is bounded)."""
+    import requests
+
+    sent = [0]
+    send = requests.Session.send
+
+    def counted(self, request, **kwargs):
+        sent[0] += 1
+        return send(self, request, **kwargs)
+
+    requests.Session.send = counted  # the Azure SDK's transport: every storage request goes through it
     t = time.perf_counter()
     bot = wiring.bot(Settings.from_env(environ))
     first = bot.engine(app).reconcile(trigger="reconcile timer")
     cold = time.perf_counter() - t
-    warm = []
+    warm, requests_made = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
+        before, t = sent[0], time.perf_counter()
         outcome = bot.engine(app).reconcile(trigger="reconcile timer")
         warm.append(time.perf_counter() - t)
+        requests_made.append(sent[0] - before)
     t = time.perf_counter()
     routed = bot.handle(events.ReconcileDue(datetime.now(UTC)))
     every = time.perf_counter() - t
     return {"imports": IMPORTED - STARTED, "cold": cold, "warm_p50": statistics.median(warm),
-            "warm_max": max(warm), "all": every, "apps": len(routed.outcomes), "failure": repr(routed.failure) if routed.failure else "",
+            "warm_max": max(warm), "requests": statistics.median(requests_made), "all": every, "apps": len(routed.outcomes), "failure": repr(routed.failure) if routed.failure else "",
             "jobs": len(first.jobs) + len(outcome.jobs) + len(routed.jobs), "summary": outcome.summary,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -342,7 +354,8 @@ def main() -> None:
                    "warm_max": m["warm_max"], "all": m["all"], "rss": max(c["rss_mb"] for c in colds), **status}
             rows.append(row)
             print(f"  one app's reconcile: cold {row['cold']:.3f} s (+ {row['imports']:.2f} s of imports), "
-                  f"warm p50 {row['warm']:.3f} s (max {row['warm_max']:.3f}); every app's: {row['all']:.2f} s "
+                  f"warm p50 {row['warm']:.3f} s (max {row['warm_max']:.3f}, {m['requests']:.0f} storage requests); "
+                  f"every app's: {row['all']:.2f} s "
                   f"({m['apps']} apps, {m['jobs']} jobs{', ' + m['failure'] if m['failure'] else ''}); "
                   f"\"{m['summary']}\"")
             print(f"  shipbot status: p50 {row['status_p50']:.2f} s ({row['lines']} lines); host peak "
