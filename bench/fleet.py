@@ -227,10 +227,16 @@ def host_status(environ: dict[str, str], work: Path) -> dict:
         import httpx
 
         state = Path(environ["SHIPBOT_STATE"])
-        testing.eventually(lambda: (state / "host-keys.json").exists() and httpx.get(
-            f"http://127.0.0.1:{port}/admin/host/status", timeout=2,
-            headers={"x-functions-key": keys.HostKeys.load(state).master}).status_code == 200,
-            timeout=120, interval=0.2, what="the host answers")
+
+        def answers() -> bool:
+            try:
+                return (state / "host-keys.json").exists() and httpx.get(
+                    f"http://127.0.0.1:{port}/admin/host/status", timeout=2,
+                    headers={"x-functions-key": keys.HostKeys.load(state).master}).status_code == 200
+            except httpx.HTTPError:
+                return False  # not listening yet
+
+        testing.eventually(answers, timeout=120, interval=0.2, what="the host answers")
         key = keys.HostKeys.load(state)
         cli = {**env, "SHIPBOT_API_URL": f"http://127.0.0.1:{port}", "SHIPBOT_API_KEY": key.default_function_key}
         times, lines = [], 0
@@ -348,6 +354,8 @@ def main() -> None:
         try:
             colds = [measured(environ, app_name(k * 7 % args.apps)) for k in range(3)]
             m = colds[0]
+            print(f"  reconcile measured: cold {statistics.median(c['cold'] for c in colds):.3f} s, warm p50 "
+                  f"{m['warm_p50']:.3f} s, {m['requests']:.0f} storage requests", flush=True)
             status = host_status(environ, work)
             row = {"total": total, "cold": statistics.median(c["cold"] for c in colds),
                    "imports": statistics.median(c["imports"] for c in colds), "warm": m["warm_p50"],
