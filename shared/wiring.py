@@ -243,8 +243,13 @@ class _Parts:
         cloud = self.settings.cloud
         if cloud.kubeconfig:
             return aks_credentials.kubeconfig_api_client(cloud.kubeconfig, context=cloud.kube_context or None)
-        resource_id = _required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
-                                "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)")
+        return self._aks_api(_required(cloud.aks_resource_id, "AKS_RESOURCE_ID",
+                                       "the AKS cluster's ARM id (or SHIPBOT_KUBECONFIG for any other cluster)"))
+
+    def _aks_api(self, resource_id: str) -> Any:
+        """An AKS cluster's API client, by its ARM id: its server and CA from ARM, tokens from the identity."""
+        from shared.adapters.azure import aks_credentials
+
         return aks_credentials.api_client(self.credential, **aks_credentials.parse_cluster_id(resource_id),
                                           **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}),
                                           **self.arm_scopes)
@@ -253,13 +258,9 @@ class _Parts:
         """The API client of the AKS cluster a target names by its ARM id ("": the bot's own), one per cluster."""
         if not cluster:
             return self.kubernetes_api
-        from shared.adapters.azure import aks_credentials
-
         with self._lock:
             if cluster not in self._clusters:
-                self._clusters[cluster] = aks_credentials.api_client(
-                    self.credential, **aks_credentials.parse_cluster_id(cluster),
-                    **({"base_url": self.arm_endpoint} if self.arm_endpoint else {}), **self.arm_scopes)
+                self._clusters[cluster] = self._aks_api(cluster)
             return self._clusters[cluster]
 
     def kubernetes_deployer(self, app: fleet.App, targets: dict[str, Any], root: bool) -> Any:

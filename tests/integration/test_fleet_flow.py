@@ -10,8 +10,8 @@ import subprocess
 import httpx
 import pytest
 
-from cli.main import main as shipbot
 from release_stack import REGISTRY, ROOT, URL, Bot, free_port, git
+from test_cli_flow import run as cli  # the CLI as the console script runs it, as ops@test
 from test_release_flow import models, stack_daemons  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -60,14 +60,6 @@ apps:
       - {{name: qa, target: {{kind: local, port: {second.ports["qa"]}}}, rule: on_green, approval: true}}
       - {{name: prod, target: {{kind: local, port: {second.ports["prod"]}}}, rule: manual}}
 """
-
-
-def cli(bot: Bot, capsys, *argv: str) -> tuple[int, str, str]:
-    environ = {"SHIPBOT_API_URL": URL, "SHIPBOT_API_KEY": bot.keys.default_function_key,
-               "SHIPBOT_ACTOR": "ops@test", "SHIPBOT_STATE": str(bot.state)}
-    code = shipbot(list(argv), environ=environ, tty=False)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def releases(bot: Bot, app: str) -> list[dict]:
