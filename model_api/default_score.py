@@ -1,4 +1,5 @@
-"""The default Azure ML entry script: serves one scikit-learn/joblib or ONNX model, chosen by file type.
+"""The default Azure ML entry script: serves one scikit-learn/joblib or ONNX model, chosen by file type, or an
+MLflow model folder by its MLmodel (sklearn or onnx flavour; its input example is the warm-up request).
 
 Azure ML contract: init() loads the model from AZUREML_MODEL_DIR; run(raw_data) takes the request body as a
 JSON string, {"data": [[f1, f2, ...], ...]}, and returns {"result": [...]}, one prediction per row.
@@ -18,22 +19,24 @@ from typing import Any
 import numpy as np
 import orjson
 
-from model_api import runtimes
+from model_api import mlflow_model, runtimes
 from model_api.errors import InvalidInput, ScoringTimeout
 
 NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool and strings are refused, not coerced
 
 _model: SklearnModel | OnnxModel | None = None
+_example: dict[str, Any] | None = None  # an MLflow model's input example, as a /score body
 
 
 class SklearnModel:
     platform = "sklearn_joblib"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, estimator: Any = None) -> None:
+        """`estimator`: one loaded already (an MLflow model's); else the joblib file at `path`."""
         import joblib
         import sklearn
 
-        self.estimator = joblib.load(path)
+        self.estimator = estimator if estimator is not None else joblib.load(path)
         self.n_features: int | None = getattr(self.estimator, "n_features_in_", None)
         self.input_name, self.output_name = "input-0", "output-0"
         self.input_dtype = self.output_dtype = np.dtype(np.float64)
@@ -82,9 +85,19 @@ def find_model_file(model_dir: Path) -> Path:
 
 
 def init() -> None:
-    global _model
-    path = find_model_file(Path(os.environ["AZUREML_MODEL_DIR"]))
+    global _model, _example
+    model_dir = Path(os.environ["AZUREML_MODEL_DIR"])
+    folder = mlflow_model.find(model_dir)
+    if folder is not None:  # an MLflow model: MLmodel names the flavour and the weights
+        mlmodel = mlflow_model.read(folder)
+        found = mlflow_model.flavour(folder, mlmodel)
+        _model = (OnnxModel(found.path) if found.runtime == "onnx"
+                  else SklearnModel(found.path, estimator=mlflow_model.load_sklearn(found)))
+        _example = mlflow_model.example_request(folder, mlmodel)
+        return
+    path = find_model_file(model_dir)
     _model = OnnxModel(path) if runtimes.BY_SUFFIX[path.suffix.lower()] == "onnx" else SklearnModel(path)
+    _example = None
 
 
 def as_matrix(rows: Any) -> np.ndarray:
@@ -183,6 +196,8 @@ def v2_datatype(dtype: np.dtype) -> str:
 
 
 def sample_request() -> str | None:
+    if _example is not None:
+        return orjson.dumps(_example).decode()
     if _model.n_features is None:
         return None
     return orjson.dumps({"data": [[0.0] * _model.n_features]}).decode()

@@ -19,11 +19,12 @@ whole into memory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+from shared import modelfiles
 
 SKIP = {"__pycache__", ".pytest_cache", ".git"}
 
@@ -77,9 +78,4 @@ def _add_tree(tar: tarfile.TarFile, root: Path, arcroot: str, *, leave_out: Pure
             tar.addfile(info, f)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = modelfiles.sha256_file

@@ -15,8 +15,9 @@ changes either is a new release, and the same inputs delivered again never build
 carries the effective manifest's fingerprint (MANIFEST_LABEL: shipbot.toml with its defaults filled in, and
 the own image's Dockerfile), so an operator can tell which settings built it.
 
-Before anything is planned the model folder must hold exactly one model file, with the sha256 the release
-names: building another file under its name would break "a release is a pure function of its inputs".
+Before anything is planned the model folder must hold exactly one model file, or an MLflow model, with the
+sha256 the release names: building other bytes under its name would break "a release is a pure function of its
+inputs".
 A bad manifest is a ManifestError (file, key and line); anything else that cannot be built is a BuildFailed.
 Reads files; no network.
 """
@@ -75,19 +76,22 @@ class Plan(NamedTuple):
 
 
 def plan(inputs: Inputs) -> Plan:
-    found = modelfiles.model_files(inputs.model_dir)
-    if len(found) != 1:
-        raise errors.BuildFailed(f"the model folder must hold exactly one model file; found {len(found)}")
-    sha256 = buildcontext.sha256_file(found[0])
+    try:
+        sha256 = modelfiles.fingerprint(inputs.model_dir)
+        runtimes = modelfiles.runtimes_for(inputs.model_dir)
+        if modelfiles.is_mlflow(inputs.model_dir):
+            _mlflow_sample(inputs.model_dir)
+    except ValueError as e:
+        raise errors.BuildFailed(f"model {inputs.model_name}/{inputs.model_version}: {e}") from None
     if inputs.model_sha256 is not None and sha256 != inputs.model_sha256:
-        raise errors.BuildFailed(f"the model file {found[0].name} has sha256 {sha256}, the release expects "
-                                 f"{inputs.model_sha256}")
+        raise errors.BuildFailed(f"model {inputs.model_name}/{inputs.model_version} has sha256 {sha256}, the "
+                                 f"release expects {inputs.model_sha256}")
     created = inputs.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     app = manifest.load(inputs.source)
     if app.shape == "image":
         return _own_image(inputs, app, sha256, created)
     args = {
-        "BASE_IMAGE": inputs.base_image, "MODEL_RUNTIMES": " ".join(modelfiles.runtimes_for(inputs.model_dir)),
+        "BASE_IMAGE": inputs.base_image, "MODEL_RUNTIMES": " ".join(runtimes),
         "MODEL_NAME": inputs.model_name, "MODEL_VERSION": inputs.model_version, "MODEL_SHA256": sha256,
         "GIT_COMMIT": inputs.commit, "SOURCE_URL": inputs.source_url, "IMAGE_TAG": inputs.image,
         "BUILD_ID": inputs.build_id, "RELEASE_ID": inputs.release_id, "CREATED": created,
@@ -128,6 +132,20 @@ def _own_image(inputs: Inputs, app: manifest.Manifest, sha256: str, created: str
     return Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=inputs.model_dir,
                                                    model_path=model_path),
                 dockerfile.relative_to(context_dir).as_posix(), args, app.build.target, labels, sha256, app.shape)
+
+
+def _mlflow_sample(model_dir: Path) -> None:
+    """An MLflow model carries no sample files: its input example becomes sample-request.json (model_api's
+    warm-up, and the request of the smoke test and every check), unless the folder has one. With no
+    sample-response.json the checks ask for an answer with one prediction per row, not for given figures."""
+    target = model_dir / "sample-request.json"
+    if target.exists():
+        return
+    request = modelfiles.example_request(model_dir, modelfiles.read_mlmodel(model_dir))
+    if request is None:
+        raise ValueError("the MLflow model has no input example of numeric rows to smoke-test it with (log it "
+                         "with input_example=..., or add a sample-request.json to the version)")
+    target.write_text(json.dumps(request), encoding="utf-8")
 
 
 def score_dockerfile(serve: manifest.Serve) -> str:

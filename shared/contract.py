@@ -112,6 +112,21 @@ def first_difference(got: Any, wanted: Any, path: str = "", *, rel_tol: float = 
     return "" if got == wanted else f"{here}: {_show(got)} vs {_show(wanted)} expected"
 
 
+def per_row(scored: Any, sample: Any) -> str:
+    """Why model_api's answer to `sample` is not one number per row ("" when it is): the check of a model that
+    came with no sample response (an MLflow model, smoke-tested with its input example)."""
+    rows = sample.get("data") if isinstance(sample, dict) else None
+    result = scored.get("result") if isinstance(scored, dict) else None
+    if not isinstance(result, list):
+        return f"the answer has no 'result' list: {_show(scored)}"
+    if isinstance(rows, list) and len(result) != len(rows):
+        return f"'result' holds {len(result)} predictions for {len(rows)} rows"
+    if any(not (_is_number(v) or isinstance(v, (str, list))) for v in result) or \
+            any(_is_number(v) and not math.isfinite(v) for v in result):
+        return f"'result' holds something that is not a prediction: {_show(result)}"
+    return ""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -1,26 +1,173 @@
-"""Which files of a model folder are the model, and which runtime serves each: what the builders pass to the
-image (build arg MODEL_RUNTIMES) and what the models container counts as a model file.
+"""What a model folder holds: which of its files are the model, which runtime serves it, what identifies it.
 
-model_api keeps its own copy (model_api/runtimes.py: the image holds model_api/ alone, not shared/), and
-tests/unit/test_layers.py checks that the two agree. The core never imports model_api: an installed `shipbot`
-does not ship it.
+Two kinds of folder:
 
-Pure, apart from listing a folder.
+    one file    a model file (a suffix of BY_SUFFIX) plus sample-request.json and sample-response.json, as a data
+                scientist uploads it to the models container; identified by the model file's sha256
+    MLflow      an MLflow model as a registry version's artifacts hold it: an `MLmodel` file naming its flavours,
+                the weights, the environment files and often an input example; identified by the sha256 of
+                the whole folder (`folder_digest`), so any change to any artifact is a new release
+
+What the builders pass to the image (build arg MODEL_RUNTIMES) comes from here. model_api keeps its own copy
+of the one-file rules (model_api/runtimes.py: the image holds model_api/ alone, not shared/) and its own reader
+of MLmodel; tests/unit/test_layers.py checks that they agree. The core never imports model_api: an installed
+`shipbot` does not ship it.
+
+Reads the folder it is given; no network.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
 
 BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".onnx": "onnx"}
 ALL = ("sklearn", "onnx")
+MLMODEL = "MLmodel"
+MLFLOW_RUNTIME = "mlflow"  # what an MLflow folder needs on top of its flavour's runtime (MLmodel's reader, skops)
+# They travel with a model (model_api's sample request and response) but are not the model.
+SIDECAR_FILES = frozenset({"sample-request.json", "sample-response.json"})
+SKLEARN_FORMATS = ("pickle", "cloudpickle", "skops")  # mlflow.sklearn's serialization formats
+SERVED = "sklearn (pickle, cloudpickle or skops) and onnx"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Flavour:
+    """The MLflow flavour model_api serves an MLflow folder with."""
+
+    runtime: str          # sklearn | onnx
+    path: str             # the weights, relative to the folder
+    serialization: str    # pickle | cloudpickle | skops | onnx
+    trusted: tuple[str, ...] = ()  # skops: the types MLmodel says to trust beyond skops' defaults
 
 
 def model_files(model_dir: Path) -> list[Path]:
     return sorted(p for p in model_dir.rglob("*") if p.suffix.lower() in BY_SUFFIX and p.is_file())
 
 
+def is_mlflow(model_dir: Path) -> bool:
+    return (model_dir / MLMODEL).is_file()
+
+
 def runtimes_for(model_dir: Path) -> tuple[str, ...]:
-    """The runtimes the model files under model_dir need; all of them when there are none to go by."""
+    """The runtimes the model needs; all of them when there is nothing to go by. An MLflow folder's flavour
+    decides (ValueError when model_api serves none of its flavours)."""
+    if is_mlflow(model_dir):
+        return (flavour(read_mlmodel(model_dir)).runtime, MLFLOW_RUNTIME)
     found = {BY_SUFFIX[p.suffix.lower()] for p in model_files(model_dir)}
     return tuple(r for r in ALL if r in found) or ALL
+
+
+def fingerprint(model_dir: Path) -> str:
+    """What identifies the model in a release: the one model file's sha256, or an MLflow folder's digest.
+    ValueError says why the folder is no model ShipBot can serve."""
+    if is_mlflow(model_dir):
+        found = flavour(read_mlmodel(model_dir))
+        if not (model_dir / found.path).is_file():
+            raise ValueError(f"MLmodel names {found.path} as the model, and the folder has no such file")
+        return folder_digest((rel, sha256_file(model_dir / rel)) for rel in artifact_files(model_dir))
+    found_files = model_files(model_dir)
+    if len(found_files) != 1:
+        raise ValueError(f"the model folder must hold exactly one model file (*.joblib, *.pkl, *.pickle, *.onnx) "
+                         f"or an MLflow model (an MLmodel file); found {len(found_files)} model files")
+    return sha256_file(found_files[0])
+
+
+def artifact_files(model_dir: Path) -> list[str]:
+    """An MLflow folder's files, relative, as `folder_digest` takes them: the sidecars ShipBot adds are not
+    the model's."""
+    return sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")
+                  if p.is_file() and not p.is_symlink() and p.relative_to(model_dir).as_posix() not in SIDECAR_FILES)
+
+
+def folder_digest(files: Iterable[tuple[str, str]]) -> str:
+    """The sha256 of a folder from its files' (relative path, sha256) pairs, in any order: what a registry
+    adapter computes from the files it downloads and the builder from the folder it builds from."""
+    digest = hashlib.sha256()
+    for rel, sha in sorted(files):
+        digest.update(f"{PurePosixPath(rel).as_posix()}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def read_mlmodel(model_dir: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load((model_dir / MLMODEL).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{MLMODEL} is not YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("flavors"), dict):
+        raise ValueError(f"{MLMODEL} has no `flavors` mapping")
+    return doc
+
+
+def flavour(mlmodel: dict[str, Any]) -> Flavour:
+    """The flavour model_api serves the model with: sklearn, else onnx, else a python_function whose loader is
+    one of those. ValueError names what the model has when it is none of them."""
+    flavors: dict[str, Any] = mlmodel["flavors"]
+    sklearn, onnx = flavors.get("sklearn"), flavors.get("onnx")
+    pyfunc = flavors.get("python_function") or {}
+    if sklearn is None and pyfunc.get("loader_module") == "mlflow.sklearn":
+        sklearn = {"pickled_model": pyfunc.get("model_path"), "serialization_format": "cloudpickle"}
+    if onnx is None and pyfunc.get("loader_module") == "mlflow.onnx":
+        onnx = {"data": pyfunc.get("data") or pyfunc.get("model_path")}
+    if isinstance(sklearn, dict):
+        path, form = sklearn.get("pickled_model"), sklearn.get("serialization_format") or "cloudpickle"
+        if form not in SKLEARN_FORMATS:
+            raise ValueError(f"the sklearn flavour's serialization_format {form!r} is not served; "
+                             f"{', '.join(SKLEARN_FORMATS)} are")
+        trusted = sklearn.get("skops_trusted_types") or ()
+        return Flavour("sklearn", _relative(path, "sklearn.pickled_model"), form,
+                       tuple(str(t) for t in trusted) if isinstance(trusted, list) else ())
+    if isinstance(onnx, dict):
+        return Flavour("onnx", _relative(onnx.get("data"), "onnx.data"), "onnx")
+    named = ", ".join(sorted(flavors)) or "none"
+    loader = pyfunc.get("loader_module")
+    raise ValueError(f"the MLflow model's flavours ({named}{f'; python_function loader {loader}' if loader else ''})"
+                     f" are not served; model_api serves {SERVED}")
+
+
+def _relative(path: Any, key: str) -> str:
+    if not isinstance(path, str) or not path or path.startswith("/") or ".." in PurePosixPath(path).parts:
+        raise ValueError(f"MLmodel's {key} must name a file inside the model folder; it is {path!r}")
+    return path
+
+
+def example_request(model_dir: Path, mlmodel: dict[str, Any]) -> dict[str, Any] | None:
+    """model_api's request body (`{"data": rows}`) made of the MLflow model's input example, or None when it
+    has none that is a table or a matrix of numbers. ValueError when the example file is not JSON."""
+    info = mlmodel.get("saved_input_example_info")
+    if not isinstance(info, dict) or not isinstance(info.get("artifact_path"), str):
+        return None
+    path = model_dir / _relative(info["artifact_path"], "saved_input_example_info.artifact_path")
+    if not path.is_file():
+        return None
+    try:
+        example = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"the input example {info['artifact_path']} is not JSON: {e}") from None
+    rows = _rows(example)
+    return {"data": rows} if rows is not None else None
+
+
+def _rows(example: Any) -> list[list[Any]] | None:
+    """The rows of an input example as MLflow saves one: a DataFrame in `split` orient ({columns, data}), a
+    tensor ({"inputs": ...}), or a bare list of rows."""
+    if isinstance(example, dict):
+        example = example.get("data", example.get("inputs"))
+    if isinstance(example, list) and example and all(isinstance(row, list) and row for row in example):
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for row in example for v in row)
+        return example if numbers else None
+    return None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

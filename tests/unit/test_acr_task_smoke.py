@@ -270,6 +270,34 @@ def test_the_check_script_fails_an_image_without_its_sample_files(model_api, tmp
     assert code == 1 and parse_verdict(out)[1].startswith("the image has no ")
 
 
+@pytest.mark.parametrize(("score", "reason"), [
+    ({"result": [3.0]}, ""),
+    ({"result": [3.0, 4.0]}, "POST /score: 'result' holds 2 predictions for 1 rows"),
+    ({"prediction": [3.0]}, "POST /score: the answer has no 'result' list: {\"prediction\": [3.0]}"),
+    ({"result": [None]}, "POST /score: 'result' holds something that is not a prediction: [null]"),
+])
+def test_a_model_with_no_sample_response_must_answer_one_prediction_per_row(model_api, tmp_path, score, reason):
+    (tmp_path / "sample-request.json").write_text('{"data": [[1, 2]]}')  # an MLflow model's input example
+    model_api.score = score
+
+    code, out = run_check(model_api, tmp_path)
+
+    assert parse_verdict(out)[:2] == (not reason, reason)
+
+
+@pytest.mark.parametrize(("scored", "sample"), [
+    ({"result": [1.0]}, {"data": [[1, 2]]}),
+    ({"result": [1.0]}, {"data": [[1, 2], [3, 4]]}),
+    ({"result": ["a", [1, 2]]}, {"data": [[1], [2]]}),
+    ({"result": [float("nan")]}, {"data": [[1]]}),
+    ({"result": [True]}, {"data": [[1]]}),
+    ({"result": {"a": 1}}, {"data": [[1]]}),
+    ([1.0], {"data": [[1]]}),
+])
+def test_the_check_script_counts_predictions_as_the_local_runner_does(scored, sample):
+    assert acr_smoke_check.per_row(scored, sample) == contract.per_row(scored, sample)
+
+
 @pytest.mark.parametrize(("got", "wanted"), [
     ({"result": [1.0, 2.0]}, {"result": [1.0, 2.0]}),
     ({"result": [100.0000001]}, {"result": [100.0]}),

@@ -62,7 +62,8 @@ def test_the_package_carries_model_api_as_data_with_its_dockerfile_and_requireme
     from shared import buildplan
 
     assert buildplan.MODEL_API == ROOT / "model_api"
-    for name in ("Dockerfile", "requirements.txt", "requirements-sklearn.txt", "requirements-onnx.txt"):
+    for name in ("Dockerfile", "requirements.txt", "requirements-sklearn.txt", "requirements-onnx.txt",
+                 "requirements-mlflow.txt"):
         assert any(Path(name).match(pattern) for pattern in data), name
 
 
@@ -78,3 +79,46 @@ def test_the_core_and_model_api_agree_on_model_files_and_their_runtimes(tmp_path
             (folder / name).write_bytes(b"x")
         assert modelfiles.runtimes_for(folder) == runtimes.for_model_dir(folder)
         assert modelfiles.model_files(folder) == runtimes.model_files(folder)
+
+
+def test_the_core_and_model_api_agree_on_mlflow_flavours_and_input_examples(tmp_path):
+    """model_api reads MLmodel with its own copy of the rules: both pick the same weights and format, refuse the
+    same folders, and make the same request of the input example."""
+    import json
+    import shutil
+
+    import yaml
+
+    from model_api import mlflow_model
+    from shared import modelfiles
+
+    variants = {
+        "as-saved": lambda d: None,
+        "pyfunc-sklearn": lambda d: d["flavors"].pop("sklearn"),
+        "onnx": lambda d: d.update(flavors={"onnx": {"data": "model.onnx"}}),
+        "pyfunc-onnx": lambda d: d.update(flavors={"python_function": {"loader_module": "mlflow.onnx",
+                                                                       "data": "m.onnx"}}),
+        "trusted": lambda d: d["flavors"]["sklearn"].update(skops_trusted_types=["_operator.neg"]),
+        "unknown": lambda d: d.update(flavors={"keras": {}}),
+        "bad-format": lambda d: d["flavors"]["sklearn"].update(serialization_format="joblib"),
+        "outside": lambda d: d["flavors"]["sklearn"].update(pickled_model="/etc/passwd"),
+        "tensor-example": lambda d: None,
+    }
+    for name, change in variants.items():
+        folder = shutil.copytree(ROOT / "tests/fixtures/mlflow/sklearn-skops", tmp_path / name)
+        doc = yaml.safe_load((folder / "MLmodel").read_text())
+        change(doc)
+        if name == "tensor-example":
+            (folder / "input_example.json").write_text(json.dumps({"inputs": [[1.0, 2.0]]}))
+        try:
+            core = modelfiles.flavour(doc)
+        except ValueError as e:
+            core = str(e)
+        try:
+            found = mlflow_model.flavour(folder, doc)
+            image = modelfiles.Flavour(found.runtime, found.path.relative_to(folder).as_posix(), found.serialization,
+                                       found.trusted)
+        except ValueError as e:
+            image = str(e)
+        assert core == image, name
+        assert modelfiles.example_request(folder, doc) == mlflow_model.example_request(folder, doc), name

@@ -51,8 +51,7 @@ def check(config, deadline, step):
         try:
             with open(f"{model_dir}/sample-request.json", "rb") as f:
                 sample = json.load(f)
-            with open(f"{model_dir}/sample-response.json", "rb") as f:
-                wanted = json.load(f)
+            wanted = read_response(f"{model_dir}/sample-response.json")
         except OSError as e:
             return f"the image has no {e.filename}: nothing to smoke-test with"
         except ValueError as e:
@@ -126,7 +125,7 @@ def score(url, config, sample, wanted, timeout, budget):
     if status != expect_status:
         return f"{what} answered {status}, expected {expect_status}: {short(body)}"
     keys = config.get("expect_keys") or []
-    if wanted is None and not keys:
+    if wanted is None and not keys and config.get("own"):
         return ""
     try:
         scored = json.loads(body)
@@ -135,11 +134,36 @@ def score(url, config, sample, wanted, timeout, budget):
     missing = [key for key in keys if not isinstance(scored, dict) or key not in scored]
     if missing:
         return f"{what} answered without {', '.join(repr(k) for k in missing)}"
-    if wanted is None:
-        return ""
+    if wanted is None:  # model_api with no sample response (an MLflow model): one prediction per row
+        why = "" if config.get("own") else per_row(scored, sample)
+        return f"{what}: {why}" if why else ""
     tolerance = config.get("tolerance")  # 0 is a tolerance too: exact numbers
     difference = first_difference(scored, wanted, rel_tol=REL_TOLERANCE if tolerance is None else float(tolerance))
     return f"score differs from sample-response.json at {difference}" if difference else ""
+
+
+def read_response(path):
+    """model_api's sample response; None when the model came without one (an MLflow model)."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def per_row(scored, sample):
+    """shared.contract.per_row's rule: one prediction per row of the sample."""
+    rows = sample.get("data") if isinstance(sample, dict) else None
+    result = scored.get("result") if isinstance(scored, dict) else None
+    if not isinstance(result, list):
+        return "the answer has no 'result' list: " + short(json.dumps(scored), 40)
+    if isinstance(rows, list) and len(result) != len(rows):
+        return f"'result' holds {len(result)} predictions for {len(rows)} rows"
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if any(not (number(v) or isinstance(v, (str, list))) for v in result) or \
+            any(number(v) and not math.isfinite(v) for v in result):
+        return "'result' holds something that is not a prediction: " + short(json.dumps(result), 40)
+    return ""
 
 
 def get(url, timeout):
