@@ -2,12 +2,14 @@
 # The local stack's daemons, on a fresh Debian machine as root. Every step returns at once when its part
 # already answers, so `up` is cheap to call before every demo and test run.
 #
-#   scripts/local-stack.sh up          packages + docker + registry + azurite + base-image
+#   scripts/local-stack.sh up          packages + docker + registry + azurite + mlflow + base-image
 #   scripts/local-stack.sh packages    Debian packages the stack needs (docker.io, docker-registry, ...)
 #   scripts/local-stack.sh docker      a Docker engine on /var/run/docker.sock
 #   scripts/local-stack.sh registry    the distribution registry on 127.0.0.1:5000, deletes enabled
 #   scripts/local-stack.sh mariadb     the database that holds Azurite's blob metadata, on 127.0.0.1:3307
 #   scripts/local-stack.sh azurite     Azure Storage's emulator: blob 127.0.0.1:10000, queue :10001, table :10002
+#   scripts/local-stack.sh mlflow      an MLflow tracking server and model registry on 127.0.0.1:5050 (SQLite, artifacts
+#                                      served by the server itself), in a venv of its own
 #   scripts/local-stack.sh down        stop Azurite, MariaDB, the registry and the engine that this script started
 #   scripts/local-stack.sh stop PART.. stop some of them (azurite, mariadb, registry, docker): `shipbot up` undoes a
 #                                      start that failed halfway with it
@@ -33,6 +35,11 @@ azurite_blob=http://127.0.0.1:10000/devstoreaccount1
 # answers, so the ledger and the models survive a crash of Azurite as they survive one of Azure Storage.
 mariadb_port=${SHIPBOT_MARIADB_PORT:-3307}
 mariadb_dir=$state/mariadb
+# MLflow: the model registry Azure ML workspaces serve the API of. Its own venv (about 850 MB, not the app's:
+# the function app speaks MLflow's REST API with httpx and never imports mlflow).
+mlflow_version=3.17.0  # 3.18 needs an mlflow-tracing release PyPI does not have
+mlflow_addr=${SHIPBOT_MLFLOW_ADDR:-127.0.0.1:5050}
+mlflow_dir=$state/mlflow
 log() { printf '[local-stack] %s\n' "$*" >&2; }
 
 # Poll until "$@" succeeds, for at most $1 seconds: start-up has no event to wait on but the answer itself.
@@ -187,6 +194,32 @@ azurite() {
   wait_for 60 azurite_answers || { tail -20 "$state/log/azurite.log" >&2; log "azurite did not come up"; exit 1; }
 }
 
+mlflow_answers() { curl -sf -m 2 "http://$mlflow_addr/health" >/dev/null; }
+
+mlflow_install() {
+  local venv=$mlflow_dir/venv
+  [[ -x $venv/bin/mlflow ]] && grep -qx "$mlflow_version" "$mlflow_dir/.version" 2>/dev/null && return 0
+  log "installing mlflow==$mlflow_version into $venv (a few minutes, once)"
+  mkdir -p "$mlflow_dir"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "mlflow==$mlflow_version" >&2
+  echo "$mlflow_version" >"$mlflow_dir/.version"
+}
+
+mlflow() {
+  mlflow_answers && return 0
+  mlflow_install
+  mkdir -p "$mlflow_dir/artifacts" "$state/log"
+  log "starting mlflow on $mlflow_addr"
+  # --serve-artifacts: clients read and write artifacts through the server (mlflow-artifacts: URIs), as they
+  # do an Azure ML workspace's; one worker is plenty for a registry that a bot polls.
+  (cd "$mlflow_dir" && setsid "$mlflow_dir/venv/bin/mlflow" server --host "${mlflow_addr%:*}" --port "${mlflow_addr##*:}" \
+    --backend-store-uri "sqlite:///$mlflow_dir/mlflow.db" --serve-artifacts --artifacts-destination "$mlflow_dir/artifacts" \
+    --workers 1 >>"$state/log/mlflow.log" 2>&1 </dev/null &
+   echo $! >"$state/mlflow.pid")
+  wait_for 180 mlflow_answers || { tail -20 "$state/log/mlflow.log" >&2; log "mlflow did not come up"; exit 1; }
+}
+
 stop_pid() {
   [[ -f $1 ]] || return 0
   local pid; pid=$(cat "$1")
@@ -201,17 +234,18 @@ case ${1:-up} in
   base-image) "$here/base-image.sh" ;;
   mariadb) mariadb ;;
   azurite) azurite ;;
-  up) packages; docker_engine; registry; azurite; "$here/base-image.sh" ;;
-  down) stop_pid "$state/azurite.pid"; stop_pid "$state/mariadb.pid"; stop_pid "$state/registry.pid"
-        stop_pid "$state/dockerd.pid" ;;
+  mlflow) mlflow ;;
+  up) packages; docker_engine; registry; azurite; mlflow; "$here/base-image.sh" ;;
+  down) stop_pid "$state/mlflow.pid"; stop_pid "$state/azurite.pid"; stop_pid "$state/mariadb.pid"
+        stop_pid "$state/registry.pid"; stop_pid "$state/dockerd.pid" ;;
   stop)
     shift
     for part in "$@"; do
       case $part in
-        azurite|mariadb|registry) stop_pid "$state/$part.pid" ;;
+        azurite|mariadb|registry|mlflow) stop_pid "$state/$part.pid" ;;
         docker) stop_pid "$state/dockerd.pid" ;;
-        *) echo "stop: no part named $part (azurite, mariadb, registry, docker)" >&2; exit 2 ;;
+        *) echo "stop: no part named $part (azurite, mariadb, registry, mlflow, docker)" >&2; exit 2 ;;
       esac
     done ;;
-  *) echo "usage: $0 [up|packages|docker|registry|mariadb|azurite|base-image|down|stop PART...]" >&2; exit 2 ;;
+  *) echo "usage: $0 [up|packages|docker|registry|mariadb|azurite|mlflow|base-image|down|stop PART...]" >&2; exit 2 ;;
 esac

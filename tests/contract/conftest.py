@@ -1,11 +1,13 @@
-"""Fixtures for the port contract suites: Azurite for the blob adapters, one fresh container per test.
+"""Fixtures for the port contract suites: Azurite for the blob adapters, one fresh container per test; the
+MLflow server for the registry adapter.
 
-Azurite is started with `bash scripts/local-stack.sh azurite` when it does not answer (the script returns at
-once when it does); if it still does not answer, the test fails: `make test` runs everything.
+Azurite and MLflow are started with `bash scripts/local-stack.sh azurite|mlflow` when they do not answer (the
+script returns at once when they do); if one still does not answer, the test fails: `make test` runs everything.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -49,3 +51,30 @@ def blob_container(azurite: str) -> Iterator[ContainerClient]:
     yield container
     if container.exists():
         container.delete_container()
+
+
+MLFLOW = "http://127.0.0.1:5050"  # scripts/local-stack.sh's default
+
+
+def _mlflow_answers() -> bool:
+    try:
+        return httpx.get(f"{MLFLOW}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri() -> str:
+    """The local stack's MLflow tracking server and model registry, once it answers."""
+    if not _mlflow_answers():
+        run = subprocess.run(["bash", str(ROOT / "scripts/local-stack.sh"), "mlflow"], check=False,
+                             capture_output=True, text=True, timeout=900)
+        if run.returncode != 0 or not _mlflow_answers():
+            pytest.fail(f"MLflow does not answer on {MLFLOW}; local-stack.sh said:\n{run.stderr[-2000:]}")
+    return MLFLOW
+
+
+@pytest.fixture(scope="session")
+def mlflow_python(mlflow_uri: str) -> str:
+    """The Python of the stack's MLflow venv: a data scientist's side, with mlflow and scikit-learn."""
+    return str(Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot")) / "mlflow" / "venv" / "bin" / "python")

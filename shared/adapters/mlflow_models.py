@@ -1,0 +1,319 @@
+"""MlflowModels: ports.Models on an MLflow Model Registry, through its REST API (the contract Azure ML workspaces
+serve too, with Entra ID; locally a real `mlflow server`, scripts/local-stack.sh mlflow).
+
+Which version of a registered model makes a release (`Selector`):
+    alias   the version the alias points at (e.g. `champion`): moving the alias releases that version, even
+            an older one (the data scientist's rollback)
+    stage   the highest version in that stage (`Staging`, `Production`; MLflow's older workflow)
+    neither the highest version registered
+Only READY versions count. `list_models` answers one version per name: the registry says which, not the
+upload time of files.
+
+A version's model is its artifacts (an MLflow model folder: MLmodel, the weights, the input example), and
+`Model.sha256` is their folder digest (shared.modelfiles.folder_digest), so a release is keyed by every byte of
+them. It is computed once, by streaming the files, and cached on the version as the tag `shipbot.sha256`
+(versions are immutable; `download` checks the digest again and corrects a tag that lies). A version whose
+artifacts are missing, larger than `max_bytes`, or not an MLflow model ShipBot can serve is skipped with a
+warning that says why; nothing is built of it.
+
+Errors: connection failures, timeouts, 429 and 5xx are TransientError, retried here (tenacity, `sleep=` for
+tests) before they reach the caller; 401/403 PermanentError; RESOURCE_DOES_NOT_EXIST NotFound. Messages name
+the registry's path and status, never a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import tenacity
+import yaml
+
+from shared import errors, modelfiles
+from shared.releases import Model
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 4
+SHA_TAG = "shipbot.sha256"
+MAX_BYTES = 2 << 30          # the artifacts of one version, in all: larger is refused, not downloaded
+MAX_FILES = 10_000
+MAX_MLMODEL_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20
+PAGE = 100
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[^\x00-\x1f'\"\\]{1,256}")  # a registered model name the search filter can quote
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selector:
+    """Which version of each registered model a release is made of (at most one of alias and stage)."""
+
+    alias: str | None = None
+    stage: str | None = None
+
+
+class MlflowModels:
+    def __init__(self, *, uri: str, selector: Selector = Selector(), client: httpx.Client | None = None,
+                 token: Callable[[], str] | None = None, max_bytes: int = MAX_BYTES,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """`uri`: the tracking URI (http://127.0.0.1:5050, or Azure ML's https://<region>.api.azureml.ms/mlflow/
+        v2.0/subscriptions/.../workspaces/<ws>); `token`: a bearer token's source (Azure ML), none locally."""
+        self.uri = uri.rstrip("/")
+        self.selector = selector
+        self._client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+        self._token = token
+        self.max_bytes = max_bytes
+        self._sleep = sleep
+
+    # -- ports.Models -----------------------------------------------------------------------------------------
+    def list_models(self, names: tuple[str, ...] = ()) -> list[Model]:
+        """The version each of `names` releases (none: every registered model's), skipping those that cannot
+        be released, with the reason logged."""
+        found = []
+        for name in names or self._registered_names():
+            version = self._selected(name)
+            if version is None:
+                continue
+            try:
+                found.append(self._describe(version))
+            except errors.PermanentError as e:
+                log.warning("models: %s/%s is skipped: %s", name, version.get("version"), e)
+        return found
+
+    def get_model(self, name: str, version: str) -> Model:
+        return self._describe(self._version(name, version))
+
+    def download(self, model: Model, destination: Path) -> None:
+        destination.mkdir(parents=True, exist_ok=True)
+        root, files = self._artifacts(model.name, model.version)
+        digests = []
+        for rel, _size in files:
+            target = destination / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digests.append((rel, self._fetch(root, rel, target)))
+        digest = modelfiles.folder_digest(d for d in digests if d[0] not in modelfiles.SIDECAR_FILES)
+        if digest != model.sha256:
+            self._tag(model.name, model.version, digest)  # the next listing names the version by its real bytes
+            raise errors.PermanentError(f"model {model.name}/{model.version}: its artifacts hash to {digest[:12]}, "
+                                        f"not the {model.sha256[:12]} the release was planned with")
+
+    # -- versions ---------------------------------------------------------------------------------------------
+    def _registered_names(self) -> list[str]:
+        return [m["name"] for m in self._pages("registered-models/search", "registered_models")]
+
+    def _selected(self, name: str) -> dict[str, Any] | None:
+        if not _NAME.fullmatch(name):
+            raise errors.InvalidEvent(f"{name[:64]!r} is not a registered model name")
+        if self.selector.alias:
+            try:
+                version = self._get("registered-models/alias", name=name, alias=self.selector.alias)["model_version"]
+            except errors.NotFound:
+                return None  # no such model, or the alias points nowhere (yet)
+            return version if version.get("status") == "READY" else None
+        candidates = [v for v in self._pages("model-versions/search", "model_versions", filter=f"name='{name}'")
+                      if v.get("status") == "READY" and (self.selector.stage is None
+                                                         or v.get("current_stage") == self.selector.stage)]
+        return max(candidates, key=lambda v: int(v["version"]), default=None)
+
+    def _version(self, name: str, version: str) -> dict[str, Any]:
+        if not _NAME.fullmatch(name) or not version.isdigit():
+            raise errors.InvalidEvent(f"{name[:64]!r} version {version[:16]!r} is not a registered model version")
+        found = self._get("model-versions/get", name=name, version=version)["model_version"]
+        if found.get("status") != "READY":
+            raise errors.NotFound(f"model {name}/{version} is {found.get('status', 'not ready')}")
+        return found
+
+    def _describe(self, version: dict[str, Any]) -> Model:
+        name, number = version["name"], str(version["version"])
+        tags = {t.get("key"): t.get("value") for t in version.get("tags") or ()}
+        sha = tags.get(SHA_TAG) or ""
+        if not _SHA256.fullmatch(sha):
+            sha = self._fingerprint(name, number)
+            self._tag(name, number, sha)
+        created = datetime.fromtimestamp(int(version.get("creation_timestamp") or 0) / 1000, UTC)
+        return Model(name=name, version=number, sha256=sha, blob_name=f"models:/{name}/{number}", uploaded=created)
+
+    def _fingerprint(self, name: str, version: str) -> str:
+        """The folder digest of the version's artifacts, streamed (never whole in memory), after checking that
+        they are an MLflow model ShipBot can serve."""
+        root, files = self._artifacts(name, version)
+        sizes = dict(files)
+        if modelfiles.MLMODEL not in sizes:
+            raise errors.PermanentError(f"model {name}/{version} has no {modelfiles.MLMODEL} among its artifacts: "
+                                        "it is not an MLflow model")
+        if sizes[modelfiles.MLMODEL] > MAX_MLMODEL_BYTES:
+            raise errors.PermanentError(f"model {name}/{version}'s {modelfiles.MLMODEL} takes "
+                                        f"{sizes[modelfiles.MLMODEL]:,} bytes; an MLmodel file is a few KB")
+        mlmodel = self._retry(lambda: b"".join(self._stream(root, modelfiles.MLMODEL)))
+        try:
+            doc = yaml.safe_load(mlmodel)
+            if not isinstance(doc, dict) or not isinstance(doc.get("flavors"), dict):
+                raise ValueError(f"{modelfiles.MLMODEL} has no `flavors` mapping")
+            weights = modelfiles.flavour(doc).path
+        except (ValueError, yaml.YAMLError) as e:
+            raise errors.PermanentError(f"model {name}/{version}: {e}") from None
+        if weights not in sizes:
+            raise errors.PermanentError(f"model {name}/{version}: MLmodel names {weights} as the model, and the "
+                                        "artifacts have no such file")
+        return modelfiles.folder_digest(
+            (rel, hashlib.sha256(mlmodel).hexdigest() if rel == modelfiles.MLMODEL else self._fetch(root, rel, None))
+            for rel, _ in files if rel not in modelfiles.SIDECAR_FILES)
+
+    def _tag(self, name: str, version: str, sha: str) -> None:
+        try:
+            self._call("POST", "model-versions/set-tag", json={"name": name, "version": version, "key": SHA_TAG,
+                                                               "value": sha})
+        except errors.PermanentError as e:  # a registry that lets us read but not tag: hashed again next time
+            log.warning("models: could not cache the sha256 of %s/%s: %s", name, version, e)
+
+    # -- artifacts --------------------------------------------------------------------------------------------
+    def _artifacts(self, name: str, version: str) -> tuple[str, list[tuple[str, int]]]:
+        """The version's artifact root and every file under it, (relative path, size), checked against the
+        limits."""
+        root = self._artifact_root(name, version)
+        files: list[tuple[str, int]] = []
+        folders = [""]
+        while folders:
+            folder = folders.pop()
+            path = f"{root}/{folder}".rstrip("/")
+            listing = self._retry(lambda: self._json("GET", f"{self.uri}/api/2.0/mlflow-artifacts/artifacts",
+                                                     params={"path": path}))
+            for entry in listing.get("files") or ():
+                rel = f"{folder}/{entry['path'].rsplit('/', 1)[-1]}".lstrip("/")
+                if not _safe(rel):
+                    raise errors.PermanentError(f"model {name}/{version} has an artifact named {rel[:80]!r}")
+                if entry.get("is_dir"):
+                    folders.append(rel)
+                else:
+                    files.append((rel, int(entry.get("file_size") or 0)))
+            if len(files) > MAX_FILES:
+                raise errors.PermanentError(f"model {name}/{version} has more than {MAX_FILES} artifact files")
+        if not files:
+            raise errors.PermanentError(f"model {name}/{version} has no artifacts")
+        total = sum(size for _, size in files)
+        if total > self.max_bytes:
+            raise errors.PermanentError(f"model {name}/{version}'s artifacts take {total:,} bytes, more than the "
+                                        f"{self.max_bytes:,} a release may carry")
+        return root, sorted(files)
+
+    def _artifact_root(self, name: str, version: str) -> str:
+        uri = self._get("model-versions/get-download-uri", name=name, version=version)["artifact_uri"]
+        parts = urlsplit(uri)
+        if parts.scheme != "mlflow-artifacts":
+            raise errors.PermanentError(f"model {name}/{version}'s artifacts are at a {parts.scheme or 'plain'}: "
+                                        "URI; this registry adapter reads mlflow-artifacts: (a server run with "
+                                        "--serve-artifacts)")
+        return parts.path.strip("/")
+
+    def _stream(self, root: str, rel: str) -> Iterator[bytes]:
+        url = f"{self.uri}/api/2.0/mlflow-artifacts/artifacts/{quote(f'{root}/{rel}')}"
+        with self._send("GET", url) as response:
+            yield from response.iter_bytes(CHUNK_BYTES)
+
+    def _fetch(self, root: str, rel: str, target: Path | None) -> str:
+        """One artifact's sha256, streamed (written to `target` on the way, when given); retried whole on a
+        transient error."""
+        def once() -> str:
+            digest = hashlib.sha256()
+            with target.open("wb") if target is not None else contextlib.nullcontext() as out:
+                for chunk in self._stream(root, rel):
+                    digest.update(chunk)
+                    if out is not None:
+                        out.write(chunk)
+            return digest.hexdigest()
+
+        return self._retry(once)
+
+    # -- the REST API -----------------------------------------------------------------------------------------
+    def _get(self, path: str, **params: str) -> dict[str, Any]:
+        return self._call("GET", path, params=params)
+
+    def _pages(self, path: str, key: str, **params: str) -> Iterator[dict[str, Any]]:
+        token = ""
+        while True:
+            page = self._get(path, max_results=str(PAGE), **params, **({"page_token": token} if token else {}))
+            yield from page.get(key) or ()
+            token = page.get("next_page_token") or ""
+            if not token:
+                return
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return self._retry(lambda: self._json(method, f"{self.uri}/api/2.0/mlflow/{path}", **kwargs))
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        with self._send(method, url, **kwargs) as response:
+            response.read()
+            try:
+                doc = response.json()
+            except ValueError:
+                raise errors.TransientError(f"MLflow {_path(url)} answered {response.status_code} with something "
+                                            "that is not JSON") from None
+        if not isinstance(doc, dict):
+            raise errors.PermanentError(f"MLflow {_path(url)} answered a JSON {type(doc).__name__}, not an object")
+        return doc
+
+    @contextlib.contextmanager
+    def _send(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """The response to one request, streaming, once its status is a success; closed on leaving."""
+        headers = {"Authorization": f"Bearer {self._token()}"} if self._token else {}
+        try:
+            request = self._client.build_request(method, url, headers=headers, **kwargs)
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise errors.TransientError(f"MLflow {_path(url)} did not answer: {type(e).__name__}") from None
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response, url)
+            yield response
+        except httpx.HTTPError as e:  # the body broke off
+            raise errors.TransientError(f"MLflow {_path(url)} broke off: {type(e).__name__}") from None
+        finally:
+            response.close()
+
+    def _retry(self, call: Callable[[], Any]) -> Any:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8.0) + tenacity.wait_random(0, 0.25),
+            retry=tenacity.retry_if_exception_type(errors.TransientError), sleep=self._sleep, reraise=True)(call)
+
+
+def _error(response: httpx.Response, url: str) -> errors.ReleaseError:
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {}
+    code = doc.get("error_code", "") if isinstance(doc, dict) else ""
+    message = str(doc.get("message", "") if isinstance(doc, dict) else "")[:200]
+    what = f"MLflow {_path(url)} answered {response.status_code}{f' {code}' if code else ''}" + \
+        (f": {message}" if message else "")
+    status = response.status_code
+    if status == 404 or code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and
+                                                              "alias" in message.lower()):
+        return errors.NotFound(what)
+    if status in (408, 429) or status >= 500:
+        return errors.TransientError(what)
+    return errors.PermanentError(what)
+
+
+def _path(url: str) -> str:
+    """A URL as messages show it: the path after the API's prefix, no host, no query."""
+    path = urlsplit(url).path
+    return path.split("/api/2.0/", 1)[-1] if "/api/2.0/" in path else path
+
+
+def _safe(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return bool(rel) and not rel.startswith("/") and ".." not in parts and "\\" not in rel and \
+        all(p not in ("", ".") for p in parts) and len(rel) < 1024
