@@ -4,9 +4,10 @@ Importing it has no side effects: the engine and its clients are built on first 
 
 import azure.functions as func
 
-from functions import api, git_webhook, image_pushed, model_uploaded, timers, work
+from functions import api, git_webhook, image_pushed, model_registered, model_uploaded, timers, work
 
-BLUEPRINTS = tuple(module.bp for module in (model_uploaded, image_pushed, git_webhook, timers, work, api))
+BLUEPRINTS = tuple(module.bp for module in (model_uploaded, model_registered, image_pushed, git_webhook, timers, work,
+                                            api))
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in BLUEPRINTS:

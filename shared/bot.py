@@ -1,7 +1,9 @@
 """The bot: many applications, one ShipBot. It reads the fleet in force, keeps an engine per application, and
 routes each event to the applications it concerns.
 
-    model uploaded   every application that follows the model (one with no `models` follows any)
+    model uploaded   every application that follows the model from the models container (one with no
+                     `models` follows any)
+    model registered the same, for applications whose models come from the model registry
     git push         the application whose source names the repository and branch; others: acknowledged
     image pushed     the application whose image repository it is (or, for the settings' application, one
                      of SHIPBOT_ALLOWED_REPOSITORIES)
@@ -101,10 +103,12 @@ class Bot:
     def handle(self, event: object) -> Routed:
         current = self.fleet()
         match event:
-            case events.ModelUploaded():
-                apps = [a for a in current.apps if event.model_name in a.models or not a.models]
+            case events.ModelUploaded() | events.ModelRegistered():
+                kind = "blob" if isinstance(event, events.ModelUploaded) else "mlflow"
+                apps = current.following(event.model_name, kind)
                 if not apps:
-                    return _ignored(f"no application follows model {event.model_name}")
+                    return _ignored(f"no application follows model {event.model_name} from the "
+                                    f"{'models container' if kind == 'blob' else 'model registry'}")
             case events.CommitPushed():
                 app = current.of_source(event.clone_url, event.branch)
                 if app is None:

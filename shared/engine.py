@@ -104,6 +104,8 @@ class Engine:
                 return Outcome(f"ignored: {reason}")
             case events.ModelUploaded():
                 return self.reconcile(trigger=f"model {event.model_name}/{event.model_version} uploaded")
+            case events.ModelRegistered():
+                return self.reconcile(trigger=f"model {event.model_name}/{event.model_version} registered")
             case events.CommitPushed():
                 if self.config.source_repository and not fleet.same_repository(event.clone_url,
                                                                                self.config.source_repository):

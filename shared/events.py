@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from shared import errors
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+MODEL_REGISTERED = "Microsoft.MachineLearningServices.ModelRegistered"
 IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
 IMAGE_MEDIA_TYPES = frozenset({
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -41,6 +42,11 @@ _BLOB_SUBJECT = re.compile(r"/blobServices/default/containers/([^/]+)/blobs/(.+)
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _MODEL_PATH = re.compile(rf"({_NAME})/({_NAME})/([A-Za-z0-9][A-Za-z0-9._-]{{0,127}})")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# An Azure ML model name (letters, digits, `-`, `_`, `.`; 255 at most) and version, as registries name them.
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_REGISTERED_VERSION = re.compile(r"[1-9][0-9]{0,9}")
+_WORKSPACE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
+                        r"workspaces/[^/]+", re.IGNORECASE)
 # The OCI distribution spec's grammar (it also allows `__` and runs of `-`, which ACR accepts).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -77,6 +83,17 @@ class ModelUploaded:
     content_length: int
     etag: str  # as Event Grid sends it (quoted, like the HTTP header)
     sequencer: str  # orders events on one blob: compare as strings of equal length
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRegistered:
+    """A version of a model was registered in a model registry (an Azure ML workspace, or the local MLflow)."""
+
+    event_id: str
+    model_name: str
+    model_version: str
+    workspace: str  # the registry's ARM id (the event's topic or source)
     event_time: datetime
 
 
@@ -133,7 +150,7 @@ class ReconcileDue:
     fired_at: datetime
 
 
-Event = ModelUploaded | ImagePushed | CommitPushed | PromotionDue | ReconcileDue
+Event = ModelUploaded | ModelRegistered | ImagePushed | CommitPushed | PromotionDue | ReconcileDue
 
 
 class RawEventGridEvent(TypedDict):
@@ -215,6 +232,39 @@ def parse_blob_created(payload: Mapping[str, Any] | bytes | str, *,
     name, version, _ = path
     return ModelUploaded(event_id=envelope.id, model_name=name, model_version=version, blob_name=blob_name,
                          url=url, content_length=length, etag=etag, sequencer=sequencer, event_time=envelope.time)
+
+
+def parse_model_registered(payload: Mapping[str, Any] | bytes | str, *,
+                           workspace: str = "") -> ModelRegistered | Ignored:
+    """`Microsoft.MachineLearningServices.ModelRegistered` -> ModelRegistered. Azure ML writes the data's keys in
+    camelCase or PascalCase, and the version as a string or a number: both are read. With `workspace` (an ARM
+    id), an event of any other workspace is ignored. ModelDeployed and the rest are ignored by their type."""
+    envelope = _envelope(payload, MODEL_REGISTERED)
+    if isinstance(envelope, Ignored):
+        return envelope
+    event = envelope.event
+    topic = event.text("source" if "specversion" in event.raw else "topic")
+    if not _WORKSPACE.fullmatch(topic):
+        raise errors.InvalidEvent(f"{event.where}.topic is not an Azure ML workspace's resource id")
+    if workspace and topic.lower() != workspace.rstrip("/").lower():
+        return Ignored(f"a model registered in workspace {shown(topic)}, not in {workspace}")
+    data = envelope.data
+    name = data.raw.get("modelName", data.raw.get("ModelName"))
+    version = data.raw.get("modelVersion", data.raw.get("ModelVersion"))
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
+    if not isinstance(name, str) or not REGISTERED_NAME.fullmatch(name):
+        raise errors.InvalidEvent(f"{data.where}.modelName is missing or not a model name")
+    if not isinstance(version, str) or not _REGISTERED_VERSION.fullmatch(version):
+        raise errors.InvalidEvent(f"{data.where}.modelVersion is missing or not a version number")
+    return ModelRegistered(event_id=envelope.id, model_name=name, model_version=version, workspace=topic,
+                           event_time=envelope.time)
+
+
+def workspace_of(uri: str) -> str:
+    """The Azure ML workspace's ARM id an azureml:// MLflow tracking URI names ("" for any other URI)."""
+    match = _WORKSPACE.search(uri) if uri.startswith("azureml://") else None
+    return match[0] if match else ""
 
 
 def parse_image_pushed(payload: Mapping[str, Any] | bytes | str) -> ImagePushed | Ignored:

@@ -6,7 +6,8 @@ A fleet file (YAML; `shipbot apply -f FILE`) lists the applications:
       - name: diabetes
         source: {repository: https://github.com/contoso/diabetes, branch: main,
                  webhook_secret: "setting:SHIPBOT_GITHUB_SECRET"}
-        models: [diabetes]                 # the model names it follows; [] for none
+        models: [diabetes]                 # the model names it follows; [] for every one
+        model_source: {kind: mlflow, alias: champion}  # default {kind: blob}: the models container
         image: shipbot/diabetes            # its repository in the registry
         environments:                      # in order: each takes releases from the one before
           - {name: dev, target: {kind: local, port: 8091}, rule: on_green}
@@ -186,10 +187,29 @@ class Source(_Strict):
         return value
 
 
+class ModelSource(_Strict):
+    """Where an application's models come from: the models container (`blob`, a version per upload) or an MLflow
+    model registry (`mlflow`: Azure ML's, or the local stack's), where a version is released when it is
+    registered (`alias`/`stage` absent), when `alias` points at it, or when it is the highest in `stage`."""
+
+    kind: Literal["blob", "mlflow"] = "blob"
+    alias: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    stage: Literal["Staging", "Production"] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _selector(self) -> ModelSource:
+        if self.kind == "blob" and (self.alias or self.stage):
+            raise ValueError("alias and stage choose a registry version: they go with kind: mlflow")
+        if self.alias and self.stage:
+            raise ValueError("name an alias or a stage, not both")
+        return self
+
+
 class App(_Strict):
     name: str = Field(pattern=NAME)
     source: Source | None = None
     models: list[str] = []
+    model_source: ModelSource = ModelSource()
     image: str = Field(pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
     environments: list[Environment] = Field(min_length=1)
 
@@ -224,8 +244,11 @@ class Fleet(_Strict):
                                   f"{', '.join(app.name for app in self.apps)}") from None
 
     # -- routing ----------------------------------------------------------------------------------------------
-    def following(self, model_name: str) -> list[App]:
-        return [app for app in self.apps if model_name in app.models]
+    def following(self, model_name: str, kind: str = "blob") -> list[App]:
+        """The applications whose models (from a source of `kind`) include `model_name`; one that names no
+        model follows every model of its source."""
+        return [app for app in self.apps if app.model_source.kind == kind and (model_name in app.models
+                                                                               or not app.models)]
 
     def of_source(self, repository: str, branch: str) -> App | None:
         return next((app for app in self.apps if app.source is not None
@@ -313,6 +336,9 @@ def single(settings: Any) -> Fleet:
     return Fleet(apps=[App(
         name=getattr(settings, "app_name", "") or "app", source=source,
         models=[settings.model_name] if settings.model_name else [], image=settings.repository,
+        model_source=ModelSource(kind=getattr(settings, "model_source", "blob") or "blob",
+                                 alias=getattr(settings, "model_alias", None) or None,
+                                 stage=getattr(settings, "model_stage", None) or None),
         environments=[Environment(name="staging", target=target("staging"), rule="on_green"),
                       Environment(name="production", target=target("production"), rule="schedule",
                                   schedule=getattr(settings, "promotion_schedule", "") or "0 0 2 * * *")])])

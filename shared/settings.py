@@ -80,6 +80,21 @@ class Settings:
     """Repository paths whose pushes are smoke-tested and deployed; ours is always in."""
     model_name: str | None = None
     """Which model the app ships; empty: the name of the most recently uploaded model."""
+    model_source: str = "blob"
+    """SHIPBOT_MODEL_SOURCE: where that application's models come from: `blob` (the models container) or
+    `mlflow` (the model registry at SHIPBOT_MLFLOW_URI)."""
+    model_alias: str = ""
+    """SHIPBOT_MODEL_ALIAS (mlflow): release the version this alias points at (e.g. champion)."""
+    model_stage: str = ""
+    """SHIPBOT_MODEL_STAGE (mlflow): release the highest version in this stage (Staging, Production)."""
+    mlflow_uri: str = "http://127.0.0.1:5050"
+    """SHIPBOT_MLFLOW_URI: the MLflow model registry every `mlflow` application reads. Default: the local
+    stack's server. An Azure ML workspace's is `azureml://<region>.api.azureml.ms/mlflow/v2.0/subscriptions/<id>/
+    resourceGroups/<rg>/providers/Microsoft.MachineLearningServices/workspaces/<ws>` (its MLflow tracking URI),
+    read with the app's identity."""
+    mlflow_workspace: str = ""
+    """SHIPBOT_MLFLOW_WORKSPACE: the Azure ML workspace's ARM id; ModelRegistered events from any other
+    workspace are ignored. Empty: taken from SHIPBOT_MLFLOW_URI when it is an azureml:// URI, else any."""
     base_image: str = "python:3.11-slim"
     state: str = "/var/lib/shipbot"
     """SHIPBOT_STATE: the local stack's state directory (build logs, keys, daemons' data). Local only."""
@@ -113,6 +128,13 @@ class Settings:
     def target_of(self, port: str) -> str:
         """The adapter family of one port: its override, else SHIPBOT_TARGET."""
         return dict(self.targets).get(port, self.target)
+
+    @property
+    def workspace(self) -> str:
+        """The Azure ML workspace whose ModelRegistered events count ("" : any)."""
+        from shared import events
+
+        return self.mlflow_workspace or events.workspace_of(self.mlflow_uri)
 
     @property
     def repository_ref(self) -> str:
@@ -166,7 +188,10 @@ class Settings:
             release_branch=get("RELEASE_BRANCH", "main"), registry=get("REGISTRY", "127.0.0.1:5000"),
             repository=get("REPOSITORY", "shipbot/app"),
             allowed_repositories=tuple(r.strip() for r in get("ALLOWED_REPOSITORIES").split(",") if r.strip()),
-            model_name=get("MODEL_NAME") or None, base_image=get("BASE_IMAGE", "python:3.11-slim"),
+            model_name=get("MODEL_NAME") or None, model_source=_model_source(get("MODEL_SOURCE", "blob")),
+            model_alias=get("MODEL_ALIAS"), model_stage=get("MODEL_STAGE"),
+            mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5050").rstrip("/"), mlflow_workspace=get("MLFLOW_WORKSPACE"),
+            base_image=get("BASE_IMAGE", "python:3.11-slim"),
             state=get("STATE", "/var/lib/shipbot"),
             github_secret=get("GITHUB_SECRET"), azure_devops_secret=get("AZURE_DEVOPS_SECRET"),
             notify_url=get("NOTIFY_URL"), max_build_attempts=number("MAX_BUILD_ATTEMPTS", 3, int),
@@ -175,3 +200,9 @@ class Settings:
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
             production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud, environ=dict(env),
         )
+
+
+def _model_source(value: str) -> str:
+    if value not in ("blob", "mlflow"):
+        raise errors.PermanentError(f"SHIPBOT_MODEL_SOURCE must be blob or mlflow, not {value!r}")
+    return value

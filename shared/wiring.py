@@ -5,6 +5,8 @@
     port       local                                  azure
     storage    BlobLedger, BlobModels on Azurite      the same on Azure Storage, Entra ID (no keys)
                (a connection string)                  (SHIPBOT_STORAGE is the account's blob URL)
+    (models)   an application whose model_source is mlflow reads MlflowModels at SHIPBOT_MLFLOW_URI: the local
+               stack's server, or an Azure ML workspace's (azureml://...) with the app's identity
     builder    DockerBuilder (the Docker engine)      AcrTasksBuilder (ACR Tasks)
     registry   DistributionRegistry                   AcrRegistry (ACR, Entra ID; promotion by import)
     smoke      DockerSmokeRunner (a container)        AcrTaskSmokeRunner (an ACR Task run)
@@ -60,7 +62,7 @@ def app_engine(settings: Settings, parts: _Parts, app: fleet.App) -> Engine:
                     source_repository=_repository(app.source.repository) if app.source else "",
                     chain=tuple(app.environments), app=app.name)
     return Engine(ports.Ports(
-        ledger=parts.ledger("" if root else app.name), models=parts.models,
+        ledger=parts.ledger("" if root else app.name), models=parts.models_of(app),
         source=source_for(app.source.repository, settings, parts) if app.source else None,
         builder=parts.builder, registry=parts.registry, smoke=parts.smoke, deployer=parts.deployer(app, root),
         notifier=parts.notifier, clock=lambda: datetime.now(UTC)), config)
@@ -164,6 +166,36 @@ class _Parts:
         from shared.adapters import blob_models
 
         return blob_models.BlobModels(container=self._container(self.settings.models_container))
+
+    def models_of(self, app: fleet.App) -> Any:
+        """The application's model source: the models container, or the MLflow registry with its selector."""
+        source = app.model_source
+        if source.kind == "blob":
+            return self.models
+        from shared.adapters import mlflow_models
+
+        return mlflow_models.MlflowModels(uri=self.mlflow_uri, client=self.mlflow_client, token=self.mlflow_token,
+                                          selector=mlflow_models.Selector(alias=source.alias, stage=source.stage))
+
+    @functools.cached_property
+    def mlflow_uri(self) -> str:
+        """The registry's REST base: an azureml:// tracking URI is Azure ML's https endpoint."""
+        uri = self.settings.mlflow_uri
+        return "https://" + uri.removeprefix("azureml://") if uri.startswith("azureml://") else uri
+
+    @functools.cached_property
+    def mlflow_client(self) -> Any:
+        import httpx
+
+        return httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+
+    @functools.cached_property
+    def mlflow_token(self) -> Any:
+        """Azure ML's MLflow API takes an Entra ID token for Resource Manager; a plain server none."""
+        if not self.settings.mlflow_uri.startswith("azureml://"):
+            return None
+        scope = f"{self.arm_endpoint or 'https://management.azure.com'}/.default"
+        return lambda: self.credential.get_token(scope).token
 
     # -- builder, registry, smoke -----------------------------------------------------------------------------
     def local_builder(self) -> Any:

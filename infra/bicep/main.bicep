@@ -38,6 +38,16 @@ param allowedRepositories array = []
 @description('The model the app ships; empty: the most recently uploaded one (SHIPBOT_MODEL_NAME).')
 param modelName string = ''
 
+@description('An Azure ML workspace in this resource group whose model registry the app\'s models come from (SHIPBOT_MODEL_SOURCE=mlflow): its ModelRegistered events are subscribed and the app may read its registry. Empty: the models container.')
+param mlWorkspaceName string = ''
+
+@description('With mlWorkspaceName: release the version this alias points at (e.g. champion); empty: every newly registered version.')
+param modelAlias string = ''
+
+resource mlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' existing = if (!empty(mlWorkspaceName)) {
+  name: mlWorkspaceName
+}
+
 @description('Base image of the release images (SHIPBOT_BASE_IMAGE).')
 param baseImage string = 'python:3.11-slim'
 
@@ -289,6 +299,7 @@ module roles 'modules/roles.bicep' = {
     gitTokenSecretName: keyvault.outputs.gitTokenSecretName
     kubeletObjectId: aksAccess.outputs.kubeletObjectId
     modelUploaderPrincipalIds: modelUploaderPrincipalIds
+    mlWorkspaceName: mlWorkspaceName
   }
 }
 
@@ -308,6 +319,9 @@ var shipbotSettings = {
   SHIPBOT_REPOSITORY: repository
   SHIPBOT_ALLOWED_REPOSITORIES: join(allowedRepositories, ',')
   SHIPBOT_MODEL_NAME: modelName
+  SHIPBOT_MODEL_SOURCE: empty(mlWorkspaceName) ? 'blob' : 'mlflow'
+  SHIPBOT_MODEL_ALIAS: modelAlias
+  SHIPBOT_MLFLOW_URI: empty(mlWorkspaceName) ? '' : mlWorkspace.properties.mlFlowTrackingUri
   SHIPBOT_BASE_IMAGE: baseImage
   SHIPBOT_PROMOTION_SCHEDULE: promotionSchedule
   SHIPBOT_RECONCILE_SCHEDULE: reconcileSchedule
@@ -361,6 +375,7 @@ module eventgrid 'modules/eventgrid.bicep' = {
     repositories: imageRepositories
     maxDeliveryAttempts: eventMaxDeliveryAttempts
     eventTimeToLiveMinutes: eventTimeToLiveMinutes
+    mlWorkspaceName: mlWorkspaceName
   }
 }
 

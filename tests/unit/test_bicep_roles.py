@@ -21,6 +21,7 @@ BUILTIN_ROLES = {
     "577a9874-89fd-4f24-9dbd-b5034d0ad23a": "Container Registry Data Importer and Data Reader",
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
     "4abbcc35-e782-43d8-92c5-2d3f1bd2253f": "Azure Kubernetes Service Cluster User Role",
+    "f6c7c914-8db3-469d-8ca1-694a8f32e121": "AzureML Data Scientist",
 }
 ACR_TASK_RUNNER = "ShipBot ACR task runner (custom)"
 
@@ -63,6 +64,11 @@ EXPECTED_ROLES = {
         "Event Grid dead-letters undeliverable BlobCreated events with the topic's identity",
     ("registry topic", "Storage Blob Data Contributor", "containers", "deadLetterContainerName"):
         "Event Grid dead-letters undeliverable ImagePushed events with the topic's identity",
+    ("function", "AzureML Data Scientist", "workspaces", "mlWorkspaceName"):
+        "MlflowModels reads the workspace's registered model versions and their artifacts, and tags each version "
+        "with its sha256 (a write); only when mlWorkspaceName is given",
+    ("workspace topic", "Storage Blob Data Contributor", "containers", "deadLetterContainerName"):
+        "Event Grid dead-letters undeliverable ModelRegistered events with the topic's identity",
 }
 
 ACR_TASK_RUNNER_ACTIONS = {
@@ -98,7 +104,7 @@ class Assignment:
 
 
 IDENTITIES = {"functionPrincipalId": "function", "kubeletObjectId": "aks kubelet", "uploader": "model uploaders",
-              "storageTopic": "storage topic", "registryTopic": "registry topic"}
+              "storageTopic": "storage topic", "registryTopic": "registry topic", "mlTopic": "workspace topic"}
 
 
 def role_assignments() -> list[Assignment]:

@@ -40,6 +40,8 @@ NOT_SET_IN_AZURE = {
     "SHIPBOT_KUBE_CONTEXT": "the kubeconfig's context",
     "SHIPBOT_MANAGED_IDENTITY_CLIENT_ID": "a user-assigned identity; infra gives the app a system-assigned one",
     "SHIPBOT_ARM_ENDPOINT": "a sovereign cloud's Resource Manager; infra deploys to the public cloud",
+    "SHIPBOT_MODEL_STAGE": "MLflow's older stages; infra offers the alias (modelAlias)",
+    "SHIPBOT_MLFLOW_WORKSPACE": "the workspace whose events count; derived from SHIPBOT_MLFLOW_URI",
 }
 
 
@@ -269,7 +271,9 @@ def test_every_event_grid_trigger_is_subscribed_with_retries_and_dead_letters() 
         dead_letter = properties["deadLetterWithResourceIdentity"]
         assert dead_letter["identity"]["type"] == "SystemAssigned"
         assert dead_letter["deadLetterDestination"] == "deadLetterDestination"
-    assert set(targets) == bicep.event_grid_functions() == {"model_uploaded", "image_pushed"}
+    assert set(targets) == bicep.event_grid_functions() == {"model_uploaded", "model_registered", "image_pushed"}
+    assert targets["model_registered"]["filter"] == {
+        "includedEventTypes": ["Microsoft.MachineLearningServices.ModelRegistered"]}
     variables = eventgrid.section("variables")
     assert set(variables["retryPolicy"]["value"]) == {"maxDeliveryAttempts", "eventTimeToLiveInMinutes"}
     assert variables["deadLetterDestination"]["value"]["properties"]["blobContainerName"] == "deadLetterContainerName"

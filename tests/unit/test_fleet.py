@@ -62,7 +62,8 @@ def test_events_route_to_the_applications_they_name():
     parsed = fleet.parse(GOOD)
 
     assert [app.name for app in parsed.following("diabetes")] == ["diabetes"]
-    assert parsed.following("churn") == []  # churn follows no model
+    assert [app.name for app in parsed.following("churn")] == ["churn"]  # churn names no model: it follows any
+    assert parsed.following("diabetes", "mlflow") == []  # nobody's models come from the registry
     assert parsed.of_source("https://github.com/Contoso/diabetes.git", "main").name == "diabetes"
     assert parsed.of_source("https://github.com/contoso/diabetes", "dev") is None
     assert parsed.of_source("https://github.com/contoso/other", "main") is None

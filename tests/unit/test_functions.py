@@ -77,7 +77,7 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 
 
 def test_every_function_is_registered_by_name():
-    assert {"model_uploaded", "image_pushed", "git_webhook", "nightly_promotion", "reconcile", "run_job",
+    assert {"model_uploaded", "model_registered", "image_pushed", "git_webhook", "nightly_promotion", "reconcile", "run_job",
             "releases", "release", "hold", "environments", "deploy", "promote", "rollback"} <= set(FUNCTIONS)
 
 
@@ -136,6 +136,28 @@ def test_odd_blob_names_are_acknowledged_and_change_nothing(world, subject):
     doc["subject"] = subject
     out = Out()
     FUNCTIONS["model_uploaded"](event_grid(doc), jobs=out)
+    assert out.value is None and world.ledger.writes == 0 and not world.builder.requests
+
+
+def test_a_model_registered_event_nobody_follows_from_the_registry_changes_nothing(world):
+    """The settings' application follows the models container: a registration is acknowledged, not built."""
+    doc = json.loads((FIXTURES / "eventgrid_model_registered.json").read_text())
+    world.models.put("diabetes", "3", {"model.joblib": b"m"}, uploaded=datetime.now(UTC))
+    out = Out()
+
+    FUNCTIONS["model_registered"](event_grid(doc), jobs=out)
+
+    assert out.value is None and world.ledger.writes == 0 and not world.builder.requests
+
+
+@pytest.mark.parametrize("data", [{"modelName": "a/../b", "modelVersion": "1"}, {"modelVersion": "1"}, "x"])
+def test_a_malformed_model_registered_event_is_acknowledged_and_changes_nothing(world, data):
+    doc = json.loads((FIXTURES / "eventgrid_model_registered.json").read_text())
+    doc["data"] = data
+    out = Out()
+
+    FUNCTIONS["model_registered"](event_grid(doc), jobs=out)
+
     assert out.value is None and world.ledger.writes == 0 and not world.builder.requests
 
 

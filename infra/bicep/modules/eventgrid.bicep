@@ -1,5 +1,6 @@
-// Event Grid: a system topic on the data account (BlobCreated in the models container) and one on the
-// registry (ImagePushed for ShipBot's repositories), each subscribed by its function through the
+// Event Grid: a system topic on the data account (BlobCreated in the models container), one on the
+// registry (ImagePushed for ShipBot's repositories) and, when an Azure ML workspace is named, one on the
+// workspace (ModelRegistered: its model registry), each subscribed by its function through the
 // AzureFunction endpoint type, in the Event Grid schema. That endpoint needs no key in the template (Event
 // Grid fetches the function's system key itself), but the function must exist: a first deployment runs with
 // subscribe = false, the code is published, and a second deployment subscribes (docs/deploy-azure.md).
@@ -34,6 +35,9 @@ param maxDeliveryAttempts int
 @minValue(1)
 @maxValue(1440)
 param eventTimeToLiveMinutes int
+
+@description('An Azure ML workspace of this resource group whose registered models ShipBot releases (empty: none).')
+param mlWorkspaceName string = ''
 
 param tags object = {}
 
@@ -78,6 +82,34 @@ resource registryTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   properties: {
     source: registry.id
     topicType: 'Microsoft.ContainerRegistry.Registries'
+  }
+}
+
+resource mlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' existing = if (!empty(mlWorkspaceName)) {
+  name: mlWorkspaceName
+}
+
+resource mlTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (!empty(mlWorkspaceName)) {
+  name: '${mlWorkspaceName}-events'
+  location: mlWorkspace.location  // a system topic lives where its source does
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    source: mlWorkspace.id
+    topicType: 'Microsoft.MachineLearningServices.Workspaces'
+  }
+}
+
+resource mlTopicDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(mlWorkspaceName)) {
+  name: guid(deadLetter.id, mlTopic.id, 'storage-blob-data-contributor')
+  scope: deadLetter
+  properties: {
+    // Storage Blob Data Contributor
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+    principalId: mlTopic.identity.principalId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -204,3 +236,36 @@ resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-0
     }
   }
 }]
+
+// ModelRegistered only: ModelDeployed is Azure ML deploying by itself, and the rest is about runs and data sets.
+// An alias or stage moved in the registry sends no event; the reconcile timer finds it.
+resource modelRegistered 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscribe && !empty(mlWorkspaceName)) {
+  parent: mlTopic
+  name: 'model-registered'
+  dependsOn: [
+    mlTopicDeadLetter
+  ]
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/model_registered'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.MachineLearningServices.ModelRegistered'
+      ]
+    }
+    retryPolicy: retryPolicy
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: deadLetterDestination
+    }
+  }
+}

@@ -36,6 +36,26 @@ param kubeletObjectId string
 @description('Entra ID object ids (users or groups) allowed to upload models with their own sign-in.')
 param modelUploaderPrincipalIds array
 
+@description('An Azure ML workspace of this resource group whose model registry ShipBot reads (empty: none).')
+param mlWorkspaceName string = ''
+
+resource mlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' existing = if (!empty(mlWorkspaceName)) {
+  name: mlWorkspaceName
+}
+
+// MlflowModels reads registered versions and their artifacts and tags each version with its sha256 (a write):
+// AzureML Data Scientist, the narrowest built-in role that writes model version tags.
+resource functionMlWorkspace 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(mlWorkspaceName)) {
+  name: guid(mlWorkspace.id, functionPrincipalId, 'azureml-data-scientist')
+  scope: mlWorkspace
+  properties: {
+    // AzureML Data Scientist
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'f6c7c914-8db3-469d-8ca1-694a8f32e121')
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource data 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: dataAccountName
 }
