@@ -61,8 +61,8 @@ def test_a_good_fleet_reads_as_its_applications_and_their_chains():
 def test_events_route_to_the_applications_they_name():
     parsed = fleet.parse(GOOD)
 
-    assert [app.name for app in parsed.following("diabetes")] == ["diabetes"]
-    assert [app.name for app in parsed.following("churn")] == ["churn"]  # churn names no model: it follows any
+    assert [app.name for app in parsed.following("diabetes")] == ["diabetes", "churn"]  # churn names no model ...
+    assert [app.name for app in parsed.following("churn")] == ["churn"]  # ... so it follows any
     assert parsed.following("diabetes", "mlflow") == []  # nobody's models come from the registry
     assert parsed.of_source("https://github.com/Contoso/diabetes.git", "main").name == "diabetes"
     assert parsed.of_source("https://github.com/contoso/diabetes", "dev") is None
