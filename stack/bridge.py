@@ -1,6 +1,6 @@
-"""The local event bridge: it stands in for Event Grid, which Azurite and the distribution registry lack.
+"""The local event bridge: it stands in for Event Grid, which Azurite, the distribution registry and MLflow lack.
 
-Two sources, one delivery (stack.delivery: at-least-once, retried, dead-lettered):
+Three sources, one delivery (stack.delivery: at-least-once, retried, dead-lettered):
 
 - Blob watcher. Azurite has no change feed and no Event Grid, so the bridge lists the models container every
   `poll_interval_s` (committed blobs, with metadata) and, for each blob that is new or whose ETag changed,
@@ -19,6 +19,9 @@ Two sources, one delivery (stack.delivery: at-least-once, retried, dead-lettered
   `functionName=image_pushed` before the host answers 202, so the registry is answered at once. An envelope
   that cannot be read is dead-lettered, not refused: the registry would retry a refused one forever and hold
   back every later notification behind it.
+- Model registry. stack.registry_watcher searches the MLflow registry every poll and sends Azure ML's
+  `Microsoft.MachineLearningServices.ModelRegistered` for each version newly READY, to
+  `functionName=model_registered`.
 
 The bridge runs on its own thread with its own asyncio loop; `start()` and `stop()` are synchronous.
 """
@@ -41,12 +44,14 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared import errors, events, webhooks
+from stack import registry_watcher
 from stack.delivery import Deliverer, RetryPolicy, Subscription
 
 log = logging.getLogger("stack.bridge")
 LOCAL_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 LOCAL_RESOURCE_GROUP = "shipbot-local"
-BLOB_SUBSCRIPTION, IMAGE_SUBSCRIPTION = "model-uploaded", "image-pushed"
+BLOB_SUBSCRIPTION, IMAGE_SUBSCRIPTION, MODEL_SUBSCRIPTION = "model-uploaded", "image-pushed", "model-registered"
+LOCAL_WORKSPACE = "local"
 
 
 class BlobWatcher:
@@ -142,6 +147,8 @@ class BridgeOptions:
 
     blob_function: str | None = "model_uploaded"  # None: no blob watcher
     image_function: str | None = "image_pushed"  # None: registry notifications are refused
+    model_function: str | None = "model_registered"  # None: no model registry watcher
+    mlflow_uri: str | None = None  # the MLflow registry to watch; None: none
     models_container: str = "models"
     poll_interval_s: float = 1.0
     announce_existing: bool = False
@@ -166,7 +173,8 @@ class Bridge:
                                f"{self.options.resource_group}/providers/Microsoft.ContainerRegistry/registries/"
                                f"{self.options.registry_name}")
         for name, function in ((BLOB_SUBSCRIPTION, self.options.blob_function),
-                               (IMAGE_SUBSCRIPTION, self.options.image_function)):
+                               (IMAGE_SUBSCRIPTION, self.options.image_function),
+                               (MODEL_SUBSCRIPTION, self.options.model_function)):
             if function:
                 query = urlencode({"functionName": function, "code": eventgrid_key})
                 self.deliverer.subscribe(Subscription(name, f"{host_url.rstrip('/')}/runtime/webhooks/eventgrid?{query}"))
@@ -180,6 +188,13 @@ class Bridge:
                                        subscription_id=self.options.subscription_id,
                                        resource_group=self.options.resource_group,
                                        announce_existing=self.options.announce_existing)
+        self.models: registry_watcher.RegistryWatcher | None = None
+        if self.options.mlflow_uri and self.options.model_function:
+            self.models = registry_watcher.RegistryWatcher(
+                self.options.mlflow_uri, state_dir / "bridge" / "model-registry.json",
+                topic=(f"/subscriptions/{self.options.subscription_id}/resourceGroups/{self.options.resource_group}/"
+                       f"providers/Microsoft.MachineLearningServices/workspaces/{LOCAL_WORKSPACE}"))
+        self._models_failing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -206,24 +221,50 @@ class Bridge:
     async def _main(self) -> None:
         self._loop, self._stopped = asyncio.get_running_loop(), asyncio.Event()
         await self.deliverer.start()
-        watcher = None
+        watchers = []
+        # The first look happens before start() returns, so a blob uploaded (or a model registered) once the host
+        # answers, as `shipbot up` then the demo do, is news even on the very first start, when the look is a
+        # baseline.
         if self.watcher is not None:
-            # The first look happens before start() returns, so a blob uploaded once the host answers (as
-            # `shipbot up` then the demo do) is news even on the very first start, when the look is a baseline.
             await self._poll()
-            watcher = asyncio.create_task(self._watch())
+            watchers.append(asyncio.create_task(self._watch(self._poll)))
+        if self.models is not None:
+            await self._poll_models()
+            watchers.append(asyncio.create_task(self._watch(self._poll_models)))
         self._ready.set()
         await self._stopped.wait()
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.gather(*watchers, return_exceptions=True)
         await self.deliverer.stop()
 
     # -- sources ---------------------------------------------------------------------------------------------
-    async def _watch(self) -> None:
+    async def _watch(self, poll) -> None:
         while True:
             await asyncio.sleep(self.options.poll_interval_s)  # the poll interval itself, not a synchronisation
-            await self._poll()
+            await poll()
+
+    async def _poll_models(self) -> None:
+        assert self.models is not None
+        try:
+            found = await asyncio.to_thread(self.models.poll)
+            for event in found:
+                self.deliverer.enqueue(MODEL_SUBSCRIPTION, event)
+                log.info("bridge: model %s -> ModelRegistered %s", event["subject"].removeprefix("models/"),
+                         event["id"], extra={"fields": {"event_id": event["id"]}})
+            await asyncio.to_thread(self.models.save)
+            if self._models_failing:
+                log.info("bridge: the model registry answers again")
+            self._models_failing = False
+        except registry_watcher.ERRORS as e:
+            if not self._models_failing:
+                log.warning("bridge: searching the model registry at %s failed (%s); retrying every poll",
+                            self.options.mlflow_uri, type(e).__name__)
+            self._models_failing = True
+        except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
+            if not self._models_failing:
+                log.exception("bridge: the model registry watcher failed; retrying every poll")
+            self._models_failing = True
 
     async def _poll(self) -> None:
         assert self.watcher is not None
@@ -283,5 +324,6 @@ class Bridge:
 
     def status(self) -> dict[str, Any]:
         return {"blob_watcher": self.watcher is not None, "registry": self.accepts_registry,
+                "model_registry": self.models is not None,
                 "pending": self.deliverer.pending(), "delivered": self.deliverer.delivered,
                 "dead_lettered": self.deliverer.dead_lettered, "polls": self.polls}

@@ -148,7 +148,8 @@ class Host:
             return name
 
         options = dataclasses.replace(options, blob_function=target(options.blob_function, "blob events"),
-                                      image_function=target(options.image_function, "registry pushes"))
+                                      image_function=target(options.image_function, "registry pushes"),
+                                      model_function=target(options.model_function, "model registrations"))
         storage = self.settings.get("SHIPBOT_STORAGE")
         if options.blob_function and not storage:
             log.warning("bridge: SHIPBOT_STORAGE is not set: no blob watcher")
@@ -192,8 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_bridge:
         redact.add(keys.shared_secret(state / REGISTRY_SECRET_FILE,
                                       override=os.environ.get("SHIPBOT_REGISTRY_NOTIFY_SECRET")))
+        # The local stack's MLflow (scripts/local-stack.sh mlflow) unless SHIPBOT_MLFLOW_URI names another plain
+        # server; an Azure ML workspace (azureml://) sends its own events, so it is not watched.
+        mlflow = os.environ.get("SHIPBOT_MLFLOW_URI", "").strip() or "http://127.0.0.1:5050"
         bridge = BridgeOptions(models_container=os.environ.get("SHIPBOT_MODELS_CONTAINER", "models"),
-                               announce_existing=args.announce_existing_blobs)
+                               announce_existing=args.announce_existing_blobs,
+                               mlflow_uri=mlflow if mlflow.startswith(("http://", "https://")) else None)
     host = Host(import_app(args.app), settings=os.environ, state_dir=state, folder=folder,
                 url=f"http://{args.bind}:{args.port}", host_keys=host_keys, bridge=bridge)
     serve(host, bind=args.bind, port=args.port)

@@ -227,3 +227,27 @@ def test_a_version_logged_by_the_real_mlflow_library_lists_downloads_and_plans(m
                                               model_sha256=model.sha256))
     assert planned.build_args["MODEL_RUNTIMES"] == "sklearn mlflow"
     assert len(json.loads((tmp_path / "model" / "sample-request.json").read_text())["data"]) == 2
+
+
+# -- the local bridge's source of ModelRegistered (stack/registry_watcher.py) -------------------------------------
+def test_the_bridge_announces_each_version_once_as_azure_ml_would_and_remembers_across_restarts(registry, tmp_path):
+    from shared import events
+    from stack.registry_watcher import RegistryWatcher
+
+    topic = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/shipbot-local/providers/"
+             "Microsoft.MachineLearningServices/workspaces/local")
+    registry.register(folder_files())
+    state = tmp_path / "model-registry.json"
+    watcher = RegistryWatcher(registry.uri, state, topic=topic)
+    assert watcher.poll() == []  # the first look is a baseline
+    watcher.save()
+
+    version = registry.register(folder_files())
+    restarted = RegistryWatcher(registry.uri, state, topic=topic)
+    found = [e for e in restarted.poll() if e["data"]["modelName"] == registry.name]
+
+    (event,) = found
+    parsed = events.parse_model_registered(event, workspace=topic)
+    assert (parsed.model_name, parsed.model_version) == (registry.name, version)
+    assert event["subject"] == f"models/{registry.name}:{version}"
+    assert [e for e in restarted.poll() if e["data"]["modelName"] == registry.name] == []

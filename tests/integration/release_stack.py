@@ -58,6 +58,7 @@ class Bot:
     reconcile_schedule: str = "0 0 0 1 1 *"  # by hand (bot.fire) unless a test wants the timer
     app: Path | None = None  # the application's tree (e.g. samples/flask-app); None: a copy of model_api
     ports: dict[str, int] = field(default_factory=lambda: {"staging": free_port(), "production": free_port()})
+    env: dict[str, str] = field(default_factory=dict)  # more app settings (e.g. SHIPBOT_MODEL_SOURCE)
 
     @property
     def state(self) -> Path:
@@ -98,6 +99,7 @@ class Bot:
             "SHIPBOT_RECONCILE_SCHEDULE": self.reconcile_schedule, "SHIPBOT_PROMOTION_SCHEDULE": "0 0 0 1 1 *",
             "PYTHONPATH": str(ROOT),
         })
+        env.update(self.env)
         return env
 
     # -- lifecycle --------------------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""A model registered in the local MLflow registry, end to end on the real stack: the data scientist's pipeline
+(samples/diabetes/register.py, the real MLflow library) registers a version; the bridge sends ModelRegistered;
+ShipBot builds the head commit with that version's MLflow folder (skops weights), smoke-tests it with the
+model's input example, and rolls it out to staging, where it serves the registered model. A version moved to
+by an alias is found by reconcile (no event says so); a version that is no servable model is skipped with
+its reason and builds nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from release_stack import ROOT, Bot
+from test_release_flow import stack_daemons  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+MLFLOW = "http://127.0.0.1:5050"
+PYTHON = str(Path(os.environ.get("SHIPBOT_STATE", "/var/lib/shipbot")) / "mlflow" / "venv" / "bin" / "python")
+
+
+def register(name: str, *, alpha: float = 1.0, alias: str | None = None) -> dict:
+    """The data scientist's side: train, log and register with the real MLflow library."""
+    done = subprocess.run([PYTHON, str(ROOT / "samples/diabetes/register.py"), "--uri", MLFLOW, "--name", name,
+                           "--alpha", str(alpha), *(["--alias", alias] if alias else [])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def predictions(port: int, rows: list[list[float]]) -> list[float]:
+    return httpx.post(f"http://127.0.0.1:{port}/score", json={"data": rows}, timeout=10).json()["result"]
+
+
+@pytest.fixture
+def registry_bot(tmp_path, stack_daemons):  # noqa: F811
+    name = f"diabetes-{uuid.uuid4().hex[:8]}"
+    bot = Bot(tmp_path, env={"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_NAME": name,
+                             "SHIPBOT_MLFLOW_URI": MLFLOW}).start()
+    bot.commit_and_push("the app")
+    yield bot, name
+    bot.stop()
+
+
+def test_a_registered_version_is_built_smoke_tested_with_its_input_example_and_served_on_staging(registry_bot):
+    bot, name = registry_bot
+
+    first = register(name)
+
+    release = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == first["version"],
+                               what=f"a release of {name}/{first['version']}")
+    assert release["trigger"] == f"model {name}/{first['version']} registered"
+    assert release["model"]["blob_name"] == f"models:/{name}/{first['version']}"
+    settled = bot.wait_settled(release["id"])
+    assert settled["status"] == "green", settled.get("reason")
+    bot.wait_running("staging", release["id"])
+    version = bot.version("staging")
+    assert (version["model_name"], version["model_version"]) == (name, first["version"])
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0)
+    np.testing.assert_allclose(predictions(bot.ports["staging"], X_test[:3].tolist()),
+                               Ridge(alpha=1.0).fit(X_train, y_train).predict(X_test[:3]), rtol=1e-9)
+
+
+def test_an_alias_moved_to_an_older_version_is_released_by_reconcile(tmp_path, stack_daemons):  # noqa: F811
+    name = f"diabetes-{uuid.uuid4().hex[:8]}"
+    one = register(name, alias="champion")
+    two = register(name, alpha=0.5)
+    bot = Bot(tmp_path, env={"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_NAME": name, "SHIPBOT_MLFLOW_URI": MLFLOW,
+                             "SHIPBOT_MODEL_ALIAS": "champion"}).start()
+    try:
+        bot.commit_and_push("the app")
+        first = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == one["version"],
+                                 what="the champion's release")
+        httpx.post(f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
+                   json={"name": name, "alias": "champion", "version": two["version"]}).raise_for_status()
+        bot.fire("reconcile")
+        second = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == two["version"],
+                                  what="the release of the version the alias moved to")
+        assert second["trigger"] == "reconcile timer" and second["id"] != first["id"]
+    finally:
+        bot.stop()
+
+
+def test_a_version_that_is_no_mlflow_model_builds_nothing_and_the_log_says_why(registry_bot):
+    bot, name = registry_bot
+    good = register(name)
+    release = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == good["version"], what="release")
+    bot.wait_running("staging", release["id"])
+    http = httpx.Client(base_url=f"{MLFLOW}/api/2.0", timeout=30)
+    run = http.post("/mlflow/runs/create", json={"experiment_id": "0"}).raise_for_status().json()["run"]["info"]
+    source = f"{run['artifact_uri']}/model"
+    http.put(f"/mlflow-artifacts/artifacts/{source.removeprefix('mlflow-artifacts:/')}/weights.bin",
+             content=b"not a model").raise_for_status()
+    bad = http.post("/mlflow/model-versions/create", json={"name": name, "source": source,
+                                                          "run_id": run["run_id"]}).raise_for_status()
+    bad_version = bad.json()["model_version"]["version"]
+
+    bot.wait(lambda: f"{name}/{bad_version} is skipped: model {name}/{bad_version} has no MLmodel" in bot.host_log(),
+             what="the skipped version's reason in the log")
+    assert [r["model"]["version"] for r in bot.releases()] == [good["version"]]
+    assert bot.environments()["staging"]["current"]["release_id"] == release["id"]
