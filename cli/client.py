@@ -122,6 +122,10 @@ class Client:
             body["release_id"] = release_id
         return self._call("POST", f"/api/environments/{_segment(to)}/promote", json=body)
 
+    def override(self, release_id: str, *, reason: str) -> dict[str, Any]:
+        """200 {"release", "job": null}, or 202 {"job", "release_id", "release"} when a rollout was queued."""
+        return self._call("POST", f"/api/releases/{_segment(release_id)}/override", json={"reason": reason})
+
     def approve(self, environment: str, release_id: str, *, reason: str) -> dict[str, Any]:
         """200 {"release", "job": null}, or 202 {"job", "release_id", "release"} when the rollout was queued."""
         return self._call("POST", f"/api/environments/{_segment(environment)}/approvals",

@@ -141,6 +141,20 @@ def approve(args: argparse.Namespace, ctx: Context) -> int:
                   since=since)
 
 
+def override(args: argparse.Namespace, ctx: Context) -> int:
+    since = ctx.now()
+    answer = ctx.client.override(args.release_id, reason=args.reason)
+    if answer.get("job") is None:
+        if args.json:
+            ctx.json(answer)
+        else:
+            ctx.print(f"{args.release_id}: the quality gate is overridden; it is green and goes on by its chain's "
+                      "rules")
+        return OK
+    job = answer["job"]
+    return _after(f"override of {args.release_id}", job.get("environment", ""), answer, args, ctx, since=since)
+
+
 def _last_environment(ctx: Context) -> str:
     names = [env.get("name") for env in ctx.client.list_environments()]
     return names[-1] if names else "production"

@@ -168,6 +168,7 @@ def release_view(release: dict[str, Any], *, now: datetime) -> str:
         ("approved", ", ".join(release.get("approved") or ()) or None),
         ("flags", flags(release) if flags(release) != NONE else None),
         ("reason", release.get("reason")),
+        *gate_fields(release.get("evaluation")),
     ]
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {value}" for name, value in fields if value not in (None, "")]
@@ -176,6 +177,23 @@ def release_view(release: dict[str, Any], *, now: datetime) -> str:
     lines.append(history_table([(release.get("id", NONE), e) for e in history], with_release=False)
                  if history else "no history")
     return "\n".join(lines)
+
+
+def gate_fields(figures: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The quality gate's lines of `shipbot release ID`: the candidate's figure, production's, the verdict."""
+    if not figures:
+        return []
+    def shown(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, (int, float)) else "not scored"
+
+    baseline = (f"{shown(figures['baseline'])} ({figures.get('baseline_release')})"
+                if figures.get("baseline") is not None else "none comparable in production")
+    verdict = "passed" if figures.get("passed") else "failed"
+    if figures.get("overridden_by"):
+        verdict += f", overridden by {figures['overridden_by']}: {figures.get('override_reason', '')}"
+    return [("gate", f"{figures.get('metric')} {shown(figures.get('value'))} on {figures.get('rows')} rows of "
+                     f"{figures.get('data')} ({figures.get('seconds', 0):.1f} s)"),
+            ("production", baseline), ("gate verdict", f"{verdict}: {figures.get('reason')}")]
 
 
 def history_table(entries: Sequence[tuple[str, dict[str, Any]]], *, with_release: bool = True) -> str:

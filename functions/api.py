@@ -49,6 +49,22 @@ def hold(req: func.HttpRequest) -> func.HttpResponse:
     return common.answer(200, held.to_json())
 
 
+@bp.function_name("override")
+@bp.route(route="releases/{release_id}/override", methods=["POST"])
+@bp.queue_output(arg_name="jobs", queue_name=common.JOBS_QUEUE, connection="SHIPBOT_STORAGE")
+@common.http_errors
+def override(req: func.HttpRequest, jobs: common.Jobs) -> func.HttpResponse:
+    """Let a release the quality gate failed go on, with a reason: 200 with the release, or 202 with the rollout
+    of the first environment it queued."""
+    doc = common.json_body(req, optional=False)
+    release, job = operations.override(common.engine(req), req.route_params["release_id"], by=common.actor(req),
+                                       reason=common.field(doc, "reason", default=""))
+    if job is None:
+        return common.answer(200, {"release": release.to_json(), "job": None})
+    response = _queued(req, jobs, job)
+    return common.answer(202, {**json.loads(response.get_body()), "release": release.to_json()})
+
+
 @bp.function_name("environments")
 @bp.route(route="environments", methods=["GET"])
 @common.http_errors

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from shared import buildcontext, contract, errors, manifest, modelfiles
+from shared import buildcontext, contract, errors, evaluation, manifest, modelfiles, quality
 
 MODEL_API = Path(__file__).resolve().parents[1] / "model_api"  # ShipBot's own, as data: never imported
 DOCKERFILE = "model_api/Dockerfile"
@@ -88,6 +88,12 @@ def plan(inputs: Inputs) -> Plan:
                                  f"release expects {inputs.model_sha256}")
     created = inputs.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     app = manifest.load(inputs.source)
+    gate = {evaluation.LABEL: evaluation_label(app, inputs.source)} if app.evaluate is not None else {}
+    planned = _plan(inputs, app, sha256, runtimes, created)
+    return planned._replace(labels={**planned.labels, **gate}) if gate else planned
+
+
+def _plan(inputs: Inputs, app: manifest.Manifest, sha256: str, runtimes: tuple[str, ...], created: str) -> Plan:
     if app.shape == "image":
         return _own_image(inputs, app, sha256, created)
     args = {
@@ -132,6 +138,20 @@ def _own_image(inputs: Inputs, app: manifest.Manifest, sha256: str, created: str
     return Plan(lambda out: buildcontext.write_app(out, context=context_dir, model=inputs.model_dir,
                                                    model_path=model_path),
                 dockerfile.relative_to(context_dir).as_posix(), args, app.build.target, labels, sha256, app.shape)
+
+
+def evaluation_label(app: manifest.Manifest, repo: Path) -> str:
+    """[evaluate] as the image carries it, with the data file's sha256, once the file is read as an evaluation
+    set: a set the gate could not use fails the build, naming the row or the column."""
+    spec = app.evaluate
+    assert spec is not None
+    try:
+        found = evaluation.read((repo / spec.data).read_bytes(), spec.label)
+    except evaluation.DataError as e:
+        raise errors.BuildFailed(f"{app.source}: [evaluate] data {spec.data}: {e}") from None
+    return evaluation.Spec(data=spec.data, label=spec.label, metric=spec.metric,
+                           direction=spec.direction or quality.METRICS[spec.metric][1], tolerance=spec.tolerance,
+                           batch=spec.batch, seconds=spec.seconds, sha256=found.sha256).to_label()
 
 
 def _mlflow_sample(model_dir: Path) -> None:

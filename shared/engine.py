@@ -17,7 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from shared import errors, events, fleet, jobs, ncrontab, planning, ports
+from shared import errors, evaluation, events, fleet, gate, jobs, ncrontab, planning, ports
 from shared.jobs import Job
 from shared.releases import Deployment, Entry, Environment, Release, Status
 from shared.releases import release_id_for, release_id_for_digest
@@ -416,23 +416,36 @@ class Engine:
         release = self.ledger.update_release(release_id, claim)
         if not claimed[0]:  # a duplicate job, or the release moved on (superseded, already tested)
             return Outcome(f"release {release_id} is {release.status.value}; no test")
+        stopped = False  # by the quality gate (not by the smoke test)
         try:
-            verdict = self.ports.smoke.run(release.ref, self._expectation(release))
+            spec, data = self._gate_inputs(release)
+            scoring = {"evaluation": ports.Evaluation(data.rows, batch=spec.batch, seconds=spec.seconds)} \
+                if spec and data else {}
+            verdict = self.ports.smoke.run(release.ref, self._expectation(release), **scoring)
         except errors.NotFound as e:  # the image is gone from the registry: nothing left to test
-            verdict = ports.Verdict(passed=False, reason=str(e))
+            spec, data, verdict = None, None, ports.Verdict(passed=False, reason=str(e))
+        except gate.Unusable as e:  # the gate cannot run: the release goes nowhere, and says why
+            spec, data, stopped = None, None, True
+            verdict = ports.Verdict(passed=False, reason=f"quality gate: {e}")
+        figures = gate.judge(spec, data, verdict, self._baseline(spec)) if spec and verdict.passed else None
+        if figures is not None and not figures.passed:
+            stopped, verdict = True, dataclasses.replace(verdict, passed=False, reason=f"quality gate: {figures.reason}")
         now = self.ports.clock()
         detail = _steps(verdict)
         if not verdict.passed:
+            what = "quality gate failed" if stopped else "smoke test failed"
             release = self.ledger.update_release(release_id, lambda r: r.with_(
-                status=Status.FAILED, reason=f"smoke test failed: {verdict.reason}",
-                entry=Entry(now, "smoke test failed", "shipbot", f"{verdict.reason} {detail}".strip()))
+                status=Status.FAILED, reason=verdict.reason if stopped else f"smoke test failed: {verdict.reason}",
+                evaluation=figures, entry=Entry(now, what, "shipbot", f"{verdict.reason} {detail}".strip()))
                 if ours(r) else r)
             if release.status is not Status.FAILED:
                 return Outcome(f"release {release_id}: another tester took over; this result is dropped")
-            self.ports.notifier.notify(f"{release_id} failed its smoke test", verdict.reason, failed=True)
-            return Outcome(f"release {release_id} failed its smoke test: {verdict.reason}", release=release)
+            self.ports.notifier.notify(f"{release_id} {what}", verdict.reason, failed=True)
+            return Outcome(f"release {release_id} {what}: {verdict.reason}", release=release)
+        passed = f"{detail}; quality gate: {figures.reason}" if figures else detail
         release = self.ledger.update_release(release_id, lambda r: r.with_(
-            status=Status.GREEN, entry=Entry(now, "smoke test passed", "shipbot", detail)) if ours(r) else r)
+            status=Status.GREEN, evaluation=figures, entry=Entry(now, "smoke test passed", "shipbot", passed))
+            if ours(r) else r)
         if release.status is not Status.GREEN:
             return Outcome(f"release {release_id}: another tester took over; this result is dropped")
         first = self.config.chain[0]
@@ -564,6 +577,33 @@ class Engine:
         now = self.ports.clock()
         self.ledger.update_release(release.id, lambda r: r.with_(
             entry=Entry(now, f"deploy to {environment} refused", job.by, why)))
+
+    # -- the quality gate -------------------------------------------------------------------------------------
+    def _gate_inputs(self, release: Release) -> tuple[evaluation.Spec | None, evaluation.DataSet | None]:
+        """The evaluation the image declares and its data set, read from the repository at the release's commit
+        and checked against the sha256 the builder read; (None, None) when it declares none."""
+        repository = release.repository.removeprefix(f"{self.ports.registry.host}/")
+        try:
+            spec = evaluation.Spec.of_labels(self.ports.registry.get_image(repository, release.digest).labels)
+        except ValueError as e:
+            raise gate.Unusable(str(e)) from None
+        if spec is None:
+            return None, None
+        if not release.commit or self.ports.source is None:
+            raise gate.Unusable("the image declares an evaluation and names no commit of this application's "
+                                "repository to read its data set from")
+        try:
+            data = self.ports.source.read_file(release.commit, spec.data, max_bytes=evaluation.MAX_BYTES)
+        except (errors.NotFound, errors.PermanentError) as e:
+            raise gate.Unusable(f"the evaluation set: {e}") from None
+        return spec, gate.data_set(spec, data)
+
+    def _baseline(self, spec: evaluation.Spec | None) -> Release | None:
+        """The release the last environment (production) runs, when it was evaluated on the same set."""
+        if spec is None:
+            return None
+        current = self.current_release(self.ledger.get_environment(self.environments[-1]))
+        return current if gate.comparable(current, spec) else None
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def releases_since(self, current: Release | None) -> list[Release]:

@@ -10,6 +10,7 @@ It says how to build the release image and how to smoke-test it. Three shapes, r
 
 `[smoke]` is the contract the smoke test and every rollout's verification check (port, readiness path, the
 sample request and what must come back, an optional identity route); its defaults depend on the shape.
+`[evaluate]` is the quality gate's data set and metric (shared/evaluation.py).
 
 `load(repo_root)` reads and validates it (pydantic: unknown keys and wrong types are refused) and checks its
 paths against the checkout: relative, inside the repository, not a symlink out of it. A bad manifest is a
@@ -74,10 +75,24 @@ class Smoke(_Strict):
     request_seconds: float = Field(default=10.0, gt=0)
 
 
+class Evaluate(_Strict):
+    """The quality gate (shared/evaluation.py): the candidate's metric on a data set of the repository, against
+    production's on the same set."""
+
+    data: str
+    label: str = Field(min_length=1)
+    metric: Literal["rmse", "mae", "r2", "accuracy", "f1", "roc_auc", "log_loss"]
+    direction: Literal["higher", "lower"] | None = None  # None: the metric's own
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    batch: int = Field(default=500, ge=1, le=10_000)
+    seconds: float = Field(default=120.0, gt=0, le=3600)
+
+
 class _File(_Strict):
     build: Build | None = None
     serve: Serve | None = None
     smoke: Smoke = Smoke()
+    evaluate: Evaluate | None = None
 
 
 class Manifest(BaseModel):
@@ -90,10 +105,13 @@ class Manifest(BaseModel):
     serve: Serve | None
     smoke: Smoke
     source: str  # where it came from: "shipbot.toml", or what the defaults were read from
+    evaluate: Evaluate | None = None
 
     def fingerprint(self, repo_root: Path) -> str:
         """sha256 of the effective manifest and, for an own image, the Dockerfile's bytes: part of the recipe."""
-        digest = hashlib.sha256(json.dumps(self.model_dump(exclude={"source"}), sort_keys=True).encode())
+        # [evaluate] counts once declared; without it the fingerprint is what it was before the gate existed.
+        left_out = {"source"} | ({"evaluate"} if self.evaluate is None else set())
+        digest = hashlib.sha256(json.dumps(self.model_dump(exclude=left_out), sort_keys=True).encode())
         if self.build is not None:
             digest.update(_inside(repo_root, self.build.dockerfile, ("build", "dockerfile")).read_bytes())
         return digest.hexdigest()
@@ -159,7 +177,10 @@ def _effective(repo_root: Path, parsed: _File, *, source: str, text: str) -> Man
     for key in ("request", "expect_json"):
         if getattr(smoke, key) is not None:
             _relative(getattr(smoke, key), ("smoke", key), fail)
-    return Manifest(shape=shape, build=parsed.build, serve=parsed.serve, smoke=smoke, source=source)
+    if parsed.evaluate is not None:
+        _checked(repo_root, parsed.evaluate.data, ("evaluate", "data"), fail, kind="file")
+    return Manifest(shape=shape, build=parsed.build, serve=parsed.serve, smoke=smoke, source=source,
+                    evaluate=parsed.evaluate)
 
 
 def _relative(value: str, loc: tuple[str, ...], fail) -> PurePosixPath:

@@ -10,6 +10,7 @@ Raises shared.errors. No I/O of its own: everything goes through the engine's po
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from shared import errors, events, fleet, jobs, planning
@@ -88,6 +89,32 @@ def approve(engine: Engine, environment: str, release_id: str, *, by: str, reaso
     if spec.rule == "on_green":
         return release, engine.advance(spec, by=by, reason=f"approved: {reason}")
     return release, None
+
+
+def override(engine: Engine, release_id: str, *, by: str, reason: str) -> tuple[Release, Job | None]:
+    """Lets a release that the quality gate stopped go on as if it had passed: green, with who and why kept in its
+    figures and its history; the first environment takes it if its rule is on_green (and its gates admit it)."""
+    if not reason.strip():
+        raise errors.InvalidEvent("an override needs a reason: the ledger records who let the release pass and why")
+    now, done = engine.ports.clock(), [False]
+
+    def change(r: Release) -> Release:
+        done[0] = r.status is Status.FAILED and r.evaluation is not None and not r.evaluation.passed
+        if not done[0]:
+            return r
+        figures = dataclasses.replace(r.evaluation, overridden_by=by, override_reason=reason)
+        return r.with_(status=Status.GREEN, reason="", evaluation=figures,
+                       entry=Entry(now, "quality gate overridden", by, f"{reason}; {r.evaluation.reason}"))
+
+    release = engine.ledger.update_release(release_id, change)
+    if not done[0]:
+        raise errors.Refused(f"release {release_id} is {release.status.value}"
+                             + ("" if release.evaluation is None or release.evaluation.passed else
+                                f"; its gate already was overridden by {release.evaluation.overridden_by}")
+                             + ": only a release the quality gate failed can be overridden")
+    first = engine.config.chain[0]
+    return release, (engine.advance(first, by=by, reason=f"gate overridden: {reason}")
+                     if first.rule == "on_green" else None)
 
 
 def rollback(engine: Engine, environment: str, *, by: str, reason: str) -> Job:

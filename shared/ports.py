@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared import fleet
 from shared.releases import Commit, Entry, Environment, Model, Release
@@ -78,6 +78,11 @@ class Source(Protocol):
     def get_commit(self, sha: str) -> Commit: ...                           # NotFound
     def archive(self, sha: str, destination: Path) -> None:
         """Writes the tree at `sha` into `destination` (a directory)."""
+        ...
+
+    def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
+        """One file of the tree at `sha` (e.g. the quality gate's evaluation set); NotFound when it has none,
+        PermanentError when it is larger than `max_bytes`."""
         ...
 
 
@@ -157,12 +162,24 @@ class Verdict:
     reason: str = ""       # why it failed; empty when it passed
     seconds: float = 0.0
     steps: tuple[tuple[str, float], ...] = ()  # (step, seconds) for benchmarks and the ledger
+    predictions: tuple[Any, ...] | None = None  # the candidate's answers to an evaluation set's rows, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """An evaluation set for the smoke runner to send through the candidate's scoring route once it passed."""
+
+    rows: list[list[float]]
+    batch: int = 500
+    seconds: float = 120.0
 
 
 class SmokeRunner(Protocol):
-    def run(self, ref: str, expected: Expectation) -> Verdict:
+    def run(self, ref: str, expected: Expectation, *, evaluation: Evaluation | None = None) -> Verdict:
         """Runs the image by digest, waits for /readyz, checks /version against `expected` and that the image's
-        sample request scores to its sample response, all within the runner's time budget."""
+        sample request scores to its sample response, all within the runner's time budget. With `evaluation`,
+        then scores its rows batch by batch (within its own budget) and returns the answers as `predictions`;
+        a batch that fails fails the verdict, naming its rows."""
         ...
 
 

@@ -140,14 +140,18 @@ def score(metric: str, y_true: Sequence[object], y_pred: Sequence[object]) -> fl
     return function(y_true, y_pred)
 
 
-def compare(metric: str, candidate: float, baseline: float | None, *, tolerance: float = 0.0) -> Verdict:
+def compare(metric: str, candidate: float, baseline: float | None, *, tolerance: float = 0.0,
+            direction: str | None = None) -> Verdict:
     """Whether `candidate` may go on: not worse than `baseline` (the production release's figure on the same set)
-    by more than `tolerance`. No baseline (nothing evaluated in production yet): it passes on its own figure."""
+    by more than `tolerance`. No baseline (nothing evaluated in production yet): it passes on its own figure.
+    `direction` (higher, lower) overrides the metric's own."""
     if metric not in METRICS:
         raise errors.InvalidEvent(f"no metric {metric!r}; there are {', '.join(METRICS)}")
     if tolerance < 0 or not math.isfinite(tolerance):
         raise errors.InvalidEvent(f"a tolerance is a finite number of at least 0, not {tolerance!r}")
-    direction = METRICS[metric][1]
+    direction = direction or METRICS[metric][1]
+    if direction not in (HIGHER, LOWER):
+        raise errors.InvalidEvent(f"a direction is {HIGHER} or {LOWER}, not {direction!r}")
     shown = f"{metric} {candidate:.6g}" + (f" against production's {baseline:.6g}" if baseline is not None else "")
     if not math.isfinite(candidate):
         return Verdict(False, f"{shown}: the candidate's {metric} is not a number")

@@ -42,6 +42,25 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The quality gate's figures for a release: its metric on the evaluation set, production's on the same set
+    (the baseline, when production's release was evaluated on it), and the verdict."""
+
+    metric: str
+    value: float | None           # None: the candidate could not be scored (see `reason`)
+    data: str                     # the set's path in the repository
+    data_sha256: str
+    rows: int
+    passed: bool
+    reason: str                   # both figures, in words
+    baseline: float | None = None
+    baseline_release: str | None = None
+    seconds: float = 0.0
+    overridden_by: str = ""       # who let a failed gate pass, and why
+    override_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     sha: str
     branch: str
@@ -93,6 +112,7 @@ class Release:
     deployed: tuple[str, ...] = ()  # environments it was verified on, in order
     history: tuple[Entry, ...] = ()
     approved: tuple[str, ...] = ()  # environments a person approved it for (`shipbot approve`)
+    evaluation: Evaluation | None = None  # the quality gate's figures, when the image declares an evaluation
 
     @property
     def ref(self) -> str | None:
@@ -117,6 +137,7 @@ class Release:
             reason=doc.get("reason", ""), held=doc.get("held", False), rolled_back=doc.get("rolled_back", False),
             deployed=tuple(doc.get("deployed", ())), history=tuple(_entry(e) for e in doc.get("history", ())),
             approved=tuple(doc.get("approved", ())),
+            evaluation=_evaluation(doc.get("evaluation")),
         )
 
     def deployed_at(self, environment: str) -> datetime | None:
@@ -204,6 +225,12 @@ def _time(text: str) -> datetime:
 def _model(doc: dict[str, Any]) -> Model:
     return Model(name=doc["name"], version=doc["version"], sha256=doc["sha256"], blob_name=doc["blob_name"],
                  uploaded=_time(doc["uploaded"]))
+
+
+def _evaluation(doc: dict[str, Any] | None) -> Evaluation | None:
+    if not doc:
+        return None
+    return Evaluation(**{f.name: doc[f.name] for f in dataclasses.fields(Evaluation) if f.name in doc})
 
 
 def _entry(doc: dict[str, Any]) -> Entry:

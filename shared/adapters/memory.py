@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from shared import errors, fleet, ports
 from shared.releases import Commit, Entry, Environment, Model, Release, split_history
@@ -177,10 +178,13 @@ class MemorySource:
     def __init__(self) -> None:
         self._commits: dict[str, Commit] = {}
         self._heads: dict[str, str] = {}
+        self.files: dict[str, dict[str, bytes]] = {}  # sha -> path -> bytes
 
-    def commit(self, sha: str, *, branch: str = "main", at: datetime) -> Commit:
+    def commit(self, sha: str, *, branch: str = "main", at: datetime, files: dict[str, bytes] | None = None) -> Commit:
         self._commits[sha] = commit = Commit(sha=sha, branch=branch, committed=at)
         self._heads[branch] = sha
+        if files is not None:
+            self.files[sha] = dict(files)
         return commit
 
     def get_head(self, branch: str) -> Commit:
@@ -197,6 +201,19 @@ class MemorySource:
     def archive(self, sha: str, destination: Path) -> None:
         self.get_commit(sha)
         (destination / "COMMIT").write_text(sha)
+        for path, data in self.files.get(sha, {}).items():
+            (destination / path).parent.mkdir(parents=True, exist_ok=True)
+            (destination / path).write_bytes(data)
+
+    def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
+        self.get_commit(sha)
+        try:
+            data = self.files.get(sha, {})[path]
+        except KeyError:
+            raise errors.NotFound(f"commit {sha[:12]} has no file {path}") from None
+        if len(data) > max_bytes:
+            raise errors.PermanentError(f"{path} at {sha[:12]} takes {len(data):,} bytes, more than {max_bytes:,}")
+        return data
 
 
 @dataclass
@@ -204,6 +221,7 @@ class MemoryBuilder:
     """Records build requests; a test finishes them with `succeed`/`fail`, as a remote build service would."""
 
     recipe: str = "memory:1"
+    labels: dict[str, str] = field(default_factory=dict)  # put on every image it pushes (e.g. an [evaluate] spec)
     requests: dict[str, ports.BuildRequest] = field(default_factory=dict)
     builds: dict[str, ports.Build] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -221,7 +239,8 @@ class MemoryBuilder:
         """Pushes the image to `registry` and returns its digest; the test then delivers ImagePushed."""
         request = self.requests[build_id]
         digest = "sha256:" + hashlib.sha256(f"{request.repository}:{request.tag}".encode()).hexdigest()
-        registry.push(request.repository.split("/", 1)[1], request.tag, digest, labels={"dev.shipbot.release.id": request.release_id})
+        registry.push(request.repository.split("/", 1)[1], request.tag, digest,
+                      labels={**self.labels, "dev.shipbot.release.id": request.release_id})
         self.builds[build_id] = ports.Build(build_id, ports.BuildState.SUCCEEDED, digest=digest)
         return digest
 
@@ -250,16 +269,25 @@ class MemoryRegistry:
 
 
 class MemorySmokeRunner:
-    """Passes every image, unless a test named it in `failures` (ref -> reason)."""
+    """Passes every image, unless a test named it in `failures` (ref -> reason). An evaluation set is answered by
+    `models[ref]` (a function of one row), else by `model` (the sum of the row)."""
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
         self.runs: list[str] = []
+        self.models: dict[str, Callable[[list[float]], Any]] = {}
+        self.model: Callable[[list[float]], Any] = sum  # what answers a ref that `models` does not name
+        self.evaluations: list[tuple[str, ports.Evaluation]] = []
 
-    def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
+    def run(self, ref: str, expected: ports.Expectation, *,
+            evaluation: ports.Evaluation | None = None) -> ports.Verdict:
         self.runs.append(ref)
         reason = self.failures.get(ref, "")
-        return ports.Verdict(passed=not reason, reason=reason)
+        if reason or evaluation is None:
+            return ports.Verdict(passed=not reason, reason=reason)
+        self.evaluations.append((ref, evaluation))
+        model = self.models.get(ref, self.model)
+        return ports.Verdict(passed=True, predictions=tuple(model(row) for row in evaluation.rows))
 
 
 class MemoryDeployer:

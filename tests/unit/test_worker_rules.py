@@ -31,7 +31,7 @@ def test_the_real_app_indexes_all_its_functions() -> None:
     for blueprint in function_app.BLUEPRINTS:
         app.register_functions(blueprint)
     indexed = functions.index(app)
-    assert len(indexed) == 19
+    assert len(indexed) == 20
     assert indexed["model_uploaded"].encoders["jobs"] == ("queue", typing.List[str])  # noqa: UP006
 
 

@@ -81,8 +81,13 @@ class AcrTaskSmokeRunner:
         self.clock = clock
         self.sleep = sleep
 
-    def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
+    def run(self, ref: str, expected: ports.Expectation, *,
+            evaluation: ports.Evaluation | None = None) -> ports.Verdict:
         started = self.clock()
+        if evaluation is not None:  # refused, not skipped: a gate that was declared must never pass unevaluated
+            return ports.Verdict(passed=False, seconds=0.0, reason=(
+                "the image declares an evaluation ([evaluate]) and ACR Task smoke runs do not evaluate data sets "
+                "yet; remove [evaluate], or override the release with a reason"))
         try:
             wanted = contract.of_image(self.registry, ref) if self.registry is not None else contract.Contract()
         except ValueError as e:

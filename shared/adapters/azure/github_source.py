@@ -125,6 +125,9 @@ class GitHubSource:
 
         self._api.retry(download)
 
+    def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
+        return hosted_git.read_via_archive(self, sha, path, max_bytes=max_bytes)
+
     def close(self) -> None:
         self._api.close()
 

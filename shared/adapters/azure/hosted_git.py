@@ -360,3 +360,20 @@ def _redact_query_tokens_from_httpx_logs() -> None:
     logger = logging.getLogger("httpx")
     if _filter not in logger.filters:
         logger.addFilter(_filter)
+
+
+def read_via_archive(source: Any, sha: str, path: str, *, max_bytes: int) -> bytes:
+    """One file of a hosted repository at `sha`, taken from its archive (the API each host already serves us,
+    with its checks): a whole tree for one file, which the quality gate's one read per release can afford."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="shipbot-read-") as folder:
+        source.archive(sha, Path(folder))
+        root = Path(folder).resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise errors.NotFound(f"commit {sha[:12]} has no file {path}")
+        size = target.stat().st_size
+        if size > max_bytes:
+            raise errors.PermanentError(f"{path} at {sha[:12]} takes {size:,} bytes, more than {max_bytes:,}")
+        return target.read_bytes()

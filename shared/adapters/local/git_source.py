@@ -67,6 +67,19 @@ class GitSource:
             if git.wait(timeout=self.timeout_seconds) != 0:
                 raise errors.TransientError(f"git archive of {sha} failed: {_short(stderr)}")
 
+    def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
+        self.get_commit(sha)
+        if not path or path.startswith("/") or ".." in path.split("/"):
+            raise errors.NotFound(f"{path!r} is not a path inside the repository")
+        blob = f"{sha}:{path}"
+        kind = self._git("cat-file", "-t", "--end-of-options", blob, check=False)
+        if kind.returncode != 0 or kind.stdout.strip() != b"blob":
+            raise errors.NotFound(f"commit {sha[:12]} has no file {path}")
+        size = int(self._git("cat-file", "-s", "--end-of-options", blob).stdout)
+        if size > max_bytes:
+            raise errors.PermanentError(f"{path} at {sha[:12]} takes {size:,} bytes, more than {max_bytes:,}")
+        return self._git("cat-file", "blob", "--end-of-options", blob).stdout
+
     # -- git --------------------------------------------------------------------------------------------------
     def _show(self, revision: str, *, missing: str) -> tuple[str, datetime]:
         # rev-parse --verify --quiet exits 1, silently, for a revision that does not resolve: no stderr parsing,

@@ -27,6 +27,7 @@ import httpx
 
 from shared import errors, ports
 from shared.contract import Contract, first_difference, per_row
+from shared.evaluation import predictions as evaluation_predictions
 from shared.adapters.local import containers
 
 MODEL_DIR = "/var/azureml-app/model"
@@ -46,7 +47,8 @@ class DockerSmokeRunner:
         self.environment = {"MODEL_API_WORKERS": "1"} if environment is None else dict(environment)
         self.clock = clock
 
-    def run(self, ref: str, expected: ports.Expectation) -> ports.Verdict:
+    def run(self, ref: str, expected: ports.Expectation, *,
+            evaluation: ports.Evaluation | None = None) -> ports.Verdict:
         started = self.clock()
         deadline = started + self.budget_seconds
         steps: list[tuple[str, float]] = []
@@ -58,9 +60,9 @@ class DockerSmokeRunner:
             steps.append((name, round(now - mark, 3)))
             mark = now
 
-        def verdict(reason: str = "") -> ports.Verdict:
+        def verdict(reason: str = "", predictions: tuple | None = None) -> ports.Verdict:
             return ports.Verdict(passed=not reason, reason=reason, seconds=round(self.clock() - started, 3),
-                                 steps=tuple(steps))
+                                 steps=tuple(steps), predictions=predictions)
 
         name = f"{self.name_prefix}-{uuid.uuid4().hex[:10]}"
         container = None
@@ -98,7 +100,11 @@ class DockerSmokeRunner:
             left = deadline - self.clock()
             reason = self._score(base_url, contract, sample, wanted, timeout=min(left, contract.request_seconds or left))
             step("score")
-            return verdict(reason)
+            if reason or evaluation is None:
+                return verdict(reason)
+            reason, predictions = evaluate(base_url + contract.score_path, evaluation, clock=self.clock)
+            step("evaluate")
+            return verdict(reason, predictions if not reason else None)
         except containers.ENGINE_ERRORS as e:
             raise errors.TransientError(f"Docker engine error while smoke-testing {ref}: "
                                         f"{containers.short(str(getattr(e, 'explanation', None) or e))}") from None
@@ -139,6 +145,32 @@ class DockerSmokeRunner:
             return "" if contract.own else (f"{what}: " + why if (why := per_row(scored, sample)) else "")
         difference = first_difference(scored, wanted, rel_tol=contract.tolerance)
         return f"score differs from {RESPONSE_FILE} at {difference}" if difference else ""
+
+
+def evaluate(url: str, evaluation: ports.Evaluation, *, clock: Callable[[], float] = time.monotonic,
+             ) -> tuple[str, tuple[Any, ...] | None]:
+    """An evaluation set's rows POSTed to the candidate's scoring route, `batch` rows at a time, within the
+    evaluation's own budget: (why it failed or "", the predictions in row order). One client, one connection."""
+    deadline = clock() + evaluation.seconds
+    found: list[Any] = []
+    with httpx.Client(timeout=httpx.Timeout(evaluation.seconds, connect=5.0)) as client:
+        for start in range(0, len(evaluation.rows), evaluation.batch):
+            rows = evaluation.rows[start:start + evaluation.batch]
+            where = f"evaluation rows {start + 1}-{start + len(rows)}"
+            left = deadline - clock()
+            if left <= 0:
+                return f"{where}: the evaluation took longer than its {evaluation.seconds:g} s", None
+            try:
+                response = client.post(url, json={"data": rows}, timeout=left)
+            except httpx.HTTPError as e:
+                return f"{where}: POST did not answer: {type(e).__name__}", None
+            if response.status_code != 200:
+                return f"{where}: POST answered {response.status_code}: {containers.short(response.text)}", None
+            try:
+                found += evaluation_predictions(response.json(), len(rows))
+            except ValueError as e:
+                return f"{where}: {e}", None
+    return "", tuple(found)
 
 
 def _response(container) -> Any:

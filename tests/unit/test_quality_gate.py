@@ -1,0 +1,155 @@
+"""The quality gate over the in-memory fakes: a release whose image declares an evaluation is scored on the
+repository's evaluation set after its smoke test and compared with the release in production; a worse one
+fails with both figures and goes nowhere, an operator may override it with a reason, and a gate that cannot
+run (its data set changed, missing, unreadable; a metric that is not a number) fails the release."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from shared import errors, evaluation, operations
+from shared.releases import Status
+from test_engine import T0, World
+
+ROWS = [[float(i), float(i % 3)] for i in range(1, 41)]
+CSV = ("x1,x2,y\n" + "".join(f"{a},{b},{a + b}\n" for a, b in ROWS)).encode()  # y = x1 + x2: `sum` is exact
+
+
+def spec(data: bytes = CSV, **changes) -> str:
+    import hashlib
+
+    return evaluation.Spec(**{"data": "eval.csv", "label": "y", "metric": "rmse", "direction": "lower",
+                              "tolerance": 0.5, "batch": 16, "seconds": 60.0,
+                              "sha256": hashlib.sha256(data).hexdigest(), **changes}).to_label()
+
+
+@pytest.fixture
+def world() -> World:
+    world = World()
+    world.source.commit("c1" * 20, at=T0, files={"eval.csv": CSV})
+    world.builder.labels = {evaluation.LABEL: spec()}
+    return world
+
+
+def ship(world: World, version: str, model) -> str:
+    world.smoke.model = model
+    return world.ship(version)
+
+
+def to_production(world: World, release_id: str) -> None:
+    world.run([operations.promote(world.engine, release_id=release_id, by="ops", reason="test")])
+    assert world.ledger.get_environment("production").current.release_id == release_id
+
+
+def test_a_first_release_passes_on_its_own_figure_and_keeps_it(world):
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.status is Status.GREEN and release.deployed == ("staging",)
+    figures = release.evaluation
+    assert (figures.metric, figures.value, figures.rows, figures.passed, figures.baseline) == ("rmse", 0.0, 40, True, None)
+    assert "nothing in production to compare with" in figures.reason
+    (ref, sent), = world.smoke.evaluations
+    assert ref == release.ref and sent.rows == ROWS and sent.batch == 16
+
+
+def test_a_release_worse_than_production_fails_with_both_figures_and_goes_nowhere(world):
+    first = ship(world, "1", sum)
+    to_production(world, first)
+
+    second = world.ledger.get_release(ship(world, "2", lambda row: sum(row) + 2.0))
+
+    assert second.status is Status.FAILED and second.deployed == ()
+    assert second.reason == (f"quality gate: rmse 2 against production's ({first}) 0: worse by 2 (lower is better, "
+                             "tolerance 0.5) on 40 rows of eval.csv")
+    assert (second.evaluation.value, second.evaluation.baseline, second.evaluation.baseline_release) == (2.0, 0.0, first)
+    assert world.ledger.get_environment("staging").current.release_id == first
+    assert (f"{second.id} quality gate failed", second.reason, True) in world.notifier.messages
+
+
+def test_a_release_within_the_tolerance_passes_against_productions_figure(world):
+    to_production(world, ship(world, "1", sum))
+
+    second = world.ledger.get_release(ship(world, "2", lambda row: sum(row) + 0.25))
+
+    assert second.status is Status.GREEN and second.evaluation.baseline == 0.0
+    assert world.ledger.get_environment("staging").current.release_id == second.id
+
+
+def test_an_override_lets_a_failed_release_go_on_and_the_ledger_says_who_and_why(world):
+    to_production(world, ship(world, "1", sum))
+    failed = ship(world, "2", lambda row: sum(row) + 3.0)
+
+    release, job = operations.override(world.engine, failed, by="alice", reason="the metric drifts; checked by hand")
+    world.run([job])
+
+    release = world.ledger.get_release(failed)
+    assert release.status is Status.GREEN and release.reason == ""
+    assert (release.evaluation.passed, release.evaluation.overridden_by) == (False, "alice")
+    assert any(e.what == "quality gate overridden" and e.by == "alice" for e in release.history)
+    assert world.ledger.get_environment("staging").current.release_id == failed
+
+
+@pytest.mark.parametrize("release_status", ["green", "smoke-failed"])
+def test_only_a_release_the_gate_failed_can_be_overridden(world, release_status):
+    if release_status == "smoke-failed":
+        world.builder.labels = {}
+        world.deliver(world.upload("1"))
+        build_id, = world.builder.builds
+        digest = world.builder.succeed(build_id, world.registry)
+        world.smoke.failures[f"{world.engine.config.repository}@{digest}"] = "boom"
+        world.run(world.deliver(world.image_event("shipbot/app", world.builder.requests[build_id].tag, digest)))
+        release_id = world.ledger.list_releases()[0].id
+    else:
+        release_id = ship(world, "1", sum)
+
+    with pytest.raises(errors.Refused, match="only a release the quality gate failed can be overridden"):
+        operations.override(world.engine, release_id, by="alice", reason="why not")
+    with pytest.raises(errors.InvalidEvent, match="needs a reason"):
+        operations.override(world.engine, release_id, by="alice", reason=" ")
+
+
+def test_a_metric_that_is_not_a_number_fails_the_release(world):
+    release = world.ledger.get_release(ship(world, "1", lambda row: math.inf))
+
+    assert release.status is Status.FAILED and release.deployed == ()
+    assert "not a number" in release.reason and release.evaluation.value is None
+
+
+@pytest.mark.parametrize("files, label, says", [
+    ({"eval.csv": CSV + b"41,2,43\n"}, None, "is not the one the image was built with"),
+    ({}, None, "the evaluation set: commit c1c1c1c1c1c1 has no file eval.csv"),
+    ({"eval.csv": b"x1,x2\n1,2\n"}, spec(b"x1,x2\n1,2\n"), "has no column 'y'"),
+    ({"eval.csv": CSV}, "{not json", "label is unusable"),
+], ids=["changed", "missing", "no-label-column", "bad-label"])
+def test_a_gate_that_cannot_run_fails_the_release_and_says_why(world, files, label, says):
+    world.source.commit("c1" * 20, at=T0, files=files)
+    if label is not None:
+        world.builder.labels = {evaluation.LABEL: label}
+
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.status is Status.FAILED and release.deployed == ()
+    assert release.reason.startswith("quality gate: ") and says in release.reason
+
+
+def test_predictions_that_do_not_match_the_rows_fail_the_gate_with_the_reason(world):
+    release = world.ledger.get_release(ship(world, "1", lambda row: "a label"))
+
+    assert release.status is Status.FAILED
+    assert "rmse of the candidate's answers: prediction row 0: 'a label' is not a number" in release.reason
+
+
+def test_a_release_without_an_evaluation_is_not_scored(world):
+    world.builder.labels = {}
+
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.status is Status.GREEN and release.evaluation is None and world.smoke.evaluations == []
+
+
+def test_a_release_document_with_its_figures_reads_back_equal(world):
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert type(release).from_json(release.to_json()) == release
