@@ -107,3 +107,37 @@ def test_an_image_that_is_not_ready_within_the_budget_fails_naming_the_budget():
 def test_an_image_that_is_not_in_the_registry_is_not_found(runner):
     with pytest.raises(errors.NotFound, match="not in the registry"):
         runner.run(f"{localstack.REGISTRY}/{localstack.REPOSITORY}@sha256:{'0' * 64}", ports.Expectation("r-x"))
+
+
+# -- the quality gate's evaluation set, scored through the candidate's own route -------------------------------
+def diabetes_rows(count: int) -> list[list[float]]:
+    """`count` rows of the sample's held-out split (89 rows), repeated."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X_test = train_test_split(X, y, test_size=0.2, random_state=0)[1]
+    return (X_test.tolist() * (count // len(X_test) + 1))[:count]
+
+
+def test_an_evaluation_set_is_scored_batch_by_batch_in_row_order_after_the_smoke_test(runner):
+    image = localstack.release_image("good")
+    rows = diabetes_rows(1000)
+
+    verdict = runner.run(image.ref, expect(image), evaluation=ports.Evaluation(rows, batch=128, seconds=60))
+
+    assert verdict.passed, verdict.reason
+    assert [name for name, _ in verdict.steps] == ["start", "ready", "version", "score", "evaluate"]
+    assert len(verdict.predictions) == 1000
+    assert verdict.predictions[:89] == verdict.predictions[89:178]  # the set repeats every 89 rows: order is kept
+
+
+def test_an_evaluation_set_the_model_cannot_take_fails_naming_the_rows(runner):
+    image = localstack.release_image("good")
+    rows = [[0.1] * 9] * 10  # the model takes 10 features
+
+    verdict = runner.run(image.ref, expect(image), evaluation=ports.Evaluation(rows, batch=4, seconds=60))
+
+    assert not verdict.passed and verdict.predictions is None
+    assert verdict.reason.startswith("evaluation rows 1-4: POST answered 422: ")
+    assert "each row must have 10 features; got 9" in verdict.reason

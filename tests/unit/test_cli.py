@@ -92,6 +92,10 @@ class FakeApi:
                 return error(404, "not_found", f"no release {parts[2]}")
             if parts[3:] == ["hold"]:
                 doc["held"] = method == "POST"
+            if parts[3:] == ["override"]:
+                doc.update(status="green", evaluation={**doc["evaluation"], "overridden_by": "ops@test",
+                                                       "override_reason": body["reason"]})
+                return httpx.Response(200, json={"release": doc, "job": None})
             return httpx.Response(200, json=doc)
         if parts == ["api", "environments"]:
             self.polls += 1
@@ -318,6 +322,35 @@ def test_hold_and_unhold(shipbot, api):
     assert (api.requests[-1].method, api.requests[-1].url.path) == ("DELETE", "/api/releases/r-new/hold")
     assert json.loads(api.requests[-1].content) == {"reason": "numbers fixed"}
     assert run.out.strip() == "r-new: not held"
+
+
+GATE = {"metric": "rmse", "value": 61.25, "data": "eval/test.csv", "data_sha256": "ab" * 32, "rows": 89,
+        "passed": False, "reason": "rmse 61.25 against production's (r-old) 53.9: worse by 7.35", "baseline": 53.9,
+        "baseline_release": "r-old", "seconds": 0.4, "overridden_by": "", "override_reason": ""}
+
+
+def test_release_shows_the_quality_gates_figures(shipbot, api):
+    api.releases["r-new"].update(status="failed", evaluation=GATE)
+
+    run = shipbot("release", "r-new")
+
+    assert run.code == 0
+    lines = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in run.out.splitlines() if "  " in line}
+    assert lines["gate"] == "rmse 61.25 on 89 rows of eval/test.csv (0.4 s)"
+    assert lines["production"] == "53.9 (r-old)"
+    assert lines["gate verdict"].startswith("failed: rmse 61.25 against production's")
+
+
+def test_override_sends_the_reason_and_says_what_follows(shipbot, api):
+    api.releases["r-new"].update(status="failed", evaluation=GATE)
+
+    run = shipbot("override", "r-new", "--reason", "checked by hand", "--no-wait")
+
+    assert run.code == 0
+    assert (api.requests[-1].method, api.requests[-1].url.path) == ("POST", "/api/releases/r-new/override")
+    assert json.loads(api.requests[-1].content) == {"reason": "checked by hand"}
+    assert "the quality gate is overridden" in run.out
+    assert shipbot("override", "r-new").code != 0  # --reason is required
 
 
 # -- waiting ------------------------------------------------------------------------------------------------

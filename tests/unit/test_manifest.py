@@ -166,3 +166,82 @@ def test_an_environment_file_that_is_not_yaml_or_not_conda_is_refused(tmp_path):
     root2, spec2 = serve(tmp_path / "b", "env.yml", "dependencies: numpy\n")
     with pytest.raises(ManifestError, match="expected a conda environment"):
         manifest.pip_requirements(root2, spec2)
+
+
+# -- [evaluate]: the quality gate -----------------------------------------------------------------------------------
+EVAL_CSV = "a,b,target\n1,2,3\n4,5,9\n"
+
+
+def test_an_evaluate_section_is_read_with_its_defaults_and_joins_the_fingerprint(tmp_path):
+    root = repo(tmp_path, {"eval/test.csv": EVAL_CSV, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
+                                                                        'label = "target"\nmetric = "rmse"\n'})
+    got = manifest.load(root)
+
+    assert (got.evaluate.data, got.evaluate.metric, got.evaluate.direction, got.evaluate.tolerance,
+            got.evaluate.batch) == ("eval/test.csv", "rmse", None, 0.0, 500)
+    without = manifest.load(repo(tmp_path / "plain", {"README.md": "x"}))
+    assert got.fingerprint(root) != without.fingerprint(root)
+
+
+@pytest.mark.parametrize("section, says", [
+    ('data = "eval/missing.csv"\nlabel = "y"\nmetric = "rmse"', "[evaluate] data (line 2): eval/missing.csv is not a file"),
+    ('data = "../x.csv"\nlabel = "y"\nmetric = "rmse"', "must be a relative path inside the repository"),
+    ('data = "eval/test.csv"\nlabel = "y"\nmetric = "mape"', "[evaluate] metric (line 4)"),
+    ('data = "eval/test.csv"\nlabel = "y"\nmetric = "rmse"\ntolerance = -1', "[evaluate] tolerance (line 5)"),
+    ('data = "eval/test.csv"\nlabel = "y"\nmetric = "rmse"\ndirection = "up"', "[evaluate] direction (line 5)"),
+    ('data = "eval/test.csv"\nmetric = "rmse"', "[evaluate] label (line 1): required"),
+], ids=["missing-file", "outside", "unknown-metric", "negative-tolerance", "bad-direction", "no-label"])
+def test_a_bad_evaluate_section_is_refused_with_its_key_and_line(tmp_path, section, says):
+    root = repo(tmp_path, {"eval/test.csv": EVAL_CSV, "shipbot.toml": f"[evaluate]\n{section}\n"})
+
+    with pytest.raises(manifest.ManifestError) as refused:
+        manifest.load(root)
+
+    assert says in str(refused.value)
+
+
+def test_the_build_plan_labels_the_image_with_the_spec_and_the_sets_sha256(tmp_path):
+    import hashlib
+    import shutil
+
+    from shared import buildplan, evaluation
+
+    root = repo(tmp_path, {"eval/test.csv": EVAL_CSV, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
+                                                                        'label = "target"\nmetric = "r2"\n'})
+    shutil.copytree(Path(__file__).parents[2] / "model_api", root / "model_api")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"weights")
+
+    planned = buildplan.plan(buildplan.Inputs(source=root, model_dir=model, image="r/a:t", build_id="b",
+                                              model_name="m", model_version="1"))
+
+    spec = evaluation.Spec.of_labels(planned.labels)
+    assert (spec.data, spec.label, spec.metric, spec.direction) == ("eval/test.csv", "target", "r2", "higher")
+    assert spec.sha256 == hashlib.sha256(EVAL_CSV.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("csv, says", [
+    ("a,b\n1,2\n", "has no column 'target'"),
+    ("a,b,target\n1,x,3\n", "row 2 holds something that is not a number"),
+    ("a,b,target\n1,2\n", "row 2 has 2 values; the header names 3"),
+    ("a,b,target\n", "a header and no rows"),
+    ("a,b,target\n1,nan,2\n", "row 2 holds a value that is not finite"),
+])
+def test_an_evaluation_set_the_gate_could_not_use_fails_the_build_naming_the_row_or_column(tmp_path, csv, says):
+    import shutil
+
+    from shared import buildplan, errors
+
+    root = repo(tmp_path, {"eval/test.csv": csv, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
+                                                                   'label = "target"\nmetric = "rmse"\n'})
+    shutil.copytree(Path(__file__).parents[2] / "model_api", root / "model_api")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"weights")
+
+    with pytest.raises(errors.BuildFailed) as failed:
+        buildplan.plan(buildplan.Inputs(source=root, model_dir=model, image="r/a:t", build_id="b",
+                                        model_name="m", model_version="1"))
+
+    assert str(failed.value).startswith("shipbot.toml: [evaluate] data eval/test.csv: ") and says in str(failed.value)
