@@ -16,7 +16,11 @@
    repository with its own git repository and image, through dev -> qa -> prod. Its push builds it with the
    current model and dev takes it; qa waits for an approval (`shipbot approve`), and prod is promoted by hand.
    The first application goes on as before.
-8. The status of both applications, and the URLs. The stack keeps running; `shipbot down` stops it.
+8. A third application takes its models from the local MLflow model registry, with a quality gate
+   (samples/mlflow-app: rmse on held-out rows, against production's). A data scientist registers versions with
+   the real MLflow library (samples/diabetes/register.py): the first goes to staging and production; a better
+   one passes the gate and goes to staging; a worse one is stopped by the gate, both figures printed.
+9. The status of the applications, and the URLs. The stack keeps running; `shipbot down` stops it.
 
 Run again, it uploads the next two model versions (each with its own weights, so each is a new release); both
 applications follow the model.
@@ -47,6 +51,11 @@ WORK = STATE / "app-src"
 SECOND = "scoring"  # the second application: samples/mlops-score in its own repository
 SECOND_BARE, SECOND_WORK = STATE / "scoring.git", STATE / "scoring-src"
 SECOND_PORTS = {"dev": 8091, "qa": 8092, "prod": 8093}
+THIRD = "registered"  # the third application: model_api + samples/mlflow-app, its models from the MLflow registry
+THIRD_BARE, THIRD_WORK = STATE / "registered.git", STATE / "registered-src"
+THIRD_PORTS = {"staging": 8094, "production": 8095}
+REGISTERED_MODEL = "diabetes-regression"
+MLFLOW = "http://127.0.0.1:5050"
 MODELS = ROOT / "build" / "demo" / "models"
 TIMEOUT_S = 600
 WEBHOOK_URL = f"{api.DEFAULT_URL}/api/webhooks/github"
@@ -76,14 +85,16 @@ def app_repository(secret_file: Path, webhook_url: str, bare: Path = BARE, work:
     print(f"app repository {bare} (post-receive hook -> {webhook_url})")
 
 
-def commit_app(trees: list[Path], message: str, *, into_root: bool = False, work: Path = WORK) -> str:
-    """Makes the work tree hold exactly `trees` (each as a folder of its name, or its files at the root) and
-    commits what changed; the head sha."""
+def commit_app(trees: list[Path], message: str, *, into_root: bool = False, work: Path = WORK,
+               also_root: bool = False) -> str:
+    """Makes the work tree hold exactly `trees` (each as a folder of its name, or its files at the root; with
+    `also_root`, the first as a folder and the others' files at the root) and commits what changed; the head sha."""
     for path in work.iterdir():
         if path.name != ".git":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for tree in trees:
-        shutil.copytree(tree, work if into_root else work / tree.name, dirs_exist_ok=True,
+    for i, tree in enumerate(trees):
+        root = into_root or (also_root and i > 0)
+        shutil.copytree(tree, work if root else work / tree.name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     git("add", "-A", cwd=work)
     if git("status", "--porcelain", cwd=work):
@@ -169,10 +180,16 @@ def connect(app: str | None) -> api.Client:
     return api.Client(api.DEFAULT_URL, key=keys.HostKeys.load(STATE).default_function_key, actor="demo", app=app)
 
 
+def with_app(client: api.Client, app: dict) -> str:
+    """The fleet in force with `app` in it (replacing its namesake), as YAML."""
+    doc = yaml.safe_load(client.get_fleet()["text"])
+    doc["apps"] = [a for a in doc["apps"] if a["name"] != app["name"]] + [app]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def with_second_app(client: api.Client) -> str:
     """The fleet in force (the app settings' application at first) with the second application in it, as YAML."""
-    doc = yaml.safe_load(client.get_fleet()["text"])
-    doc["apps"] = [app for app in doc["apps"] if app["name"] != SECOND] + [{
+    return with_app(client, {
         "name": SECOND,
         "source": {"repository": str(SECOND_BARE), "branch": "main",
                    "webhook_secret": "setting:SHIPBOT_GITHUB_SECRET"},
@@ -182,8 +199,7 @@ def with_second_app(client: api.Client) -> str:
             {"name": "dev", "target": {"kind": "local", "port": SECOND_PORTS["dev"]}, "rule": "on_green"},
             {"name": "qa", "target": {"kind": "local", "port": SECOND_PORTS["qa"]}, "rule": "on_green",
              "approval": True},
-            {"name": "prod", "target": {"kind": "local", "port": SECOND_PORTS["prod"]}, "rule": "manual"}]}]
-    return yaml.safe_dump(doc, sort_keys=False)
+            {"name": "prod", "target": {"kind": "local", "port": SECOND_PORTS["prod"]}, "rule": "manual"}]})
 
 
 def second_application(first_app: str, sample: Path) -> None:
@@ -211,6 +227,82 @@ def second_application(first_app: str, sample: Path) -> None:
         raise SystemExit("the promotion to prod did not reach prod")
     for name, port in SECOND_PORTS.items():
         print(f"{SECOND}/{name:<5} http://127.0.0.1:{port:<6} {score(f'http://127.0.0.1:{port}', sample)}")
+
+
+def register(alpha: float) -> dict:
+    """A data scientist's pipeline: train, log and register a version with the real MLflow library."""
+    python = STATE / "mlflow" / "venv" / "bin" / "python"
+    done = subprocess.run([str(python), str(ROOT / "samples/diabetes/register.py"), "--uri", MLFLOW,
+                           "--name", REGISTERED_MODEL, "--alpha", str(alpha)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"registering a version failed: {done.stderr[-2000:]}")
+    version = yaml.safe_load(done.stdout.strip().splitlines()[-1])
+    print(f"registered {REGISTERED_MODEL} v{version['version']} (Ridge alpha={alpha}, held-out R^2 {version['r2']})")
+    return version
+
+
+def settled(client: api.Client, version: str) -> dict:
+    """The release of the registered version, once its smoke test and gate are done (green or failed)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        release = next((r for r in client.list_releases(limit=20)
+                        if (r.get("model") or {}).get("version") == version), None)
+        if release and release["status"] in ("green", "failed", "superseded"):
+            return release
+        time.sleep(0.5)  # polling the API for the demo's display, not synchronising a test
+    raise SystemExit(f"{REGISTERED_MODEL} v{version} did not settle within {TIMEOUT_S} s")
+
+
+def gate_line(release: dict) -> str:
+    figures = release.get("evaluation") or {}
+    base = figures.get("baseline")
+    return (f"{release['id']}: rmse {figures.get('value', float('nan')):.2f}"
+            + (f" against production's {base:.2f}" if base is not None else " (nothing in production yet)")
+            + f" -> {'passed' if figures.get('passed') else 'STOPPED'}")
+
+
+def third_application(first_app: str) -> None:
+    say(f"a third application takes its models from the MLflow registry, with a quality gate: {THIRD}")
+    client = connect(THIRD)
+    fleet_file = STATE / "fleet.yaml"
+    fleet_file.write_text(with_app(connect(first_app), {
+        "name": THIRD,
+        "source": {"repository": str(THIRD_BARE), "branch": "main", "webhook_secret": "setting:SHIPBOT_GITHUB_SECRET"},
+        "models": [REGISTERED_MODEL],
+        "model_source": {"kind": "mlflow"},
+        "image": "shipbot/registered",
+        "environments": [
+            {"name": "staging", "target": {"kind": "local", "port": THIRD_PORTS["staging"]}, "rule": "on_green"},
+            {"name": "production", "target": {"kind": "local", "port": THIRD_PORTS["production"]},
+             "rule": "manual"}]}))
+    if cli.main(["apply", "-f", str(fleet_file), "--reason", "demo: models from the MLflow registry"]) != 0:
+        raise SystemExit("the fleet file was not applied")
+    app_repository(STATE / "secrets" / "github-webhook-secret", WEBHOOK_URL, THIRD_BARE, THIRD_WORK)
+    commit_app([ROOT / "model_api", ROOT / "samples" / "mlflow-app"], "registered: a quality gate ([evaluate])",
+               work=THIRD_WORK, also_root=True)
+    push(THIRD_WORK)
+
+    say("a data scientist registers a version in MLflow: it goes to staging, then production (the gate's baseline)")
+    first = register(1.0)
+    release = follow(client, "staging", model_version=int(first["version"]))
+    print(gate_line(client.get_release(release["id"])))
+    if cli.main(["--app", THIRD, "promote", "--reason", "demo: the gate's baseline", "--wait"]) != 0:
+        raise SystemExit("the promotion to production did not reach production")
+
+    say("a better version: it passes the gate and goes to staging")
+    better = register(0.1)
+    release = follow(client, "staging", model_version=int(better["version"]))
+    print(gate_line(client.get_release(release["id"])))
+
+    say("a worse version: the gate stops it; staging keeps the better one")
+    worse = register(10.0)
+    stopped = settled(client, worse["version"])
+    print(gate_line(stopped))
+    print(f"  reason: {stopped['reason']}")
+    if stopped["status"] != "failed":
+        raise SystemExit(f"the worse version was not stopped: {stopped['status']}")
+    print(f"  `shipbot --app {THIRD} release {stopped['id']}` shows both figures; "
+          f"`shipbot --app {THIRD} override {stopped['id']} --reason ...` would let it go on")
 
 
 def main() -> int:
@@ -253,8 +345,9 @@ def main() -> int:
 
     sample = train(first) / "sample-request.json"
     second_application(first_app, sample)
+    third_application(first_app)
 
-    say("status of both applications")
+    say("status of the applications")
     cli.main(["status"])
     envs = {e["name"]: e for e in client.list_environments()}
     for name in ("staging", "production"):

@@ -427,7 +427,7 @@ class Engine:
         except gate.Unusable as e:  # the gate cannot run: the release goes nowhere, and says why
             spec, data, stopped = None, None, True
             verdict = ports.Verdict(passed=False, reason=f"quality gate: {e}")
-        figures = gate.judge(spec, data, verdict, self._baseline(spec)) if spec and verdict.passed else None
+        figures = gate.judge(spec, data, verdict, self._baseline(spec, data)) if spec and verdict.passed else None
         if figures is not None and not figures.passed:
             stopped, verdict = True, dataclasses.replace(verdict, passed=False, reason=f"quality gate: {figures.reason}")
         now = self.ports.clock()
@@ -589,21 +589,28 @@ class Engine:
             raise gate.Unusable(str(e)) from None
         if spec is None:
             return None, None
-        if not release.commit or self.ports.source is None:
-            raise gate.Unusable("the image declares an evaluation and names no commit of this application's "
-                                "repository to read its data set from")
         try:
-            data = self.ports.source.read_file(release.commit, spec.data, max_bytes=evaluation.MAX_BYTES)
+            if spec.with_model is not None:  # a file of the model version (a run artifact, a blob beside it)
+                if release.model is None:
+                    raise gate.Unusable("the image declares an evaluation set of its model, and names no model")
+                data = self.ports.models.read_file(release.model, spec.with_model, max_bytes=evaluation.MAX_BYTES)
+            elif not release.commit or self.ports.source is None:
+                raise gate.Unusable("the image declares an evaluation and names no commit of this application's "
+                                    "repository to read its data set from")
+            else:
+                data = self.ports.source.read_file(release.commit, spec.data, max_bytes=evaluation.MAX_BYTES)
         except (errors.NotFound, errors.PermanentError) as e:
+            if isinstance(e, gate.Unusable):
+                raise
             raise gate.Unusable(f"the evaluation set: {e}") from None
         return spec, gate.data_set(spec, data)
 
-    def _baseline(self, spec: evaluation.Spec | None) -> Release | None:
-        """The release the last environment (production) runs, when it was evaluated on the same set."""
-        if spec is None:
+    def _baseline(self, spec: evaluation.Spec | None, data: evaluation.DataSet | None) -> Release | None:
+        """The release the last environment (production) runs, when it was evaluated on the same rows."""
+        if spec is None or data is None:
             return None
         current = self.current_release(self.ledger.get_environment(self.environments[-1]))
-        return current if gate.comparable(current, spec) else None
+        return current if gate.comparable(current, spec, data) else None
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def releases_since(self, current: Release | None) -> list[Release]:

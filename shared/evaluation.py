@@ -2,7 +2,9 @@
 it, and its evaluation set, read as rows of features and the expected values.
 
     [evaluate]
-    data = "eval/diabetes-test.csv"  # a CSV in the repository at the release's commit, with a header row
+    data = "eval/diabetes-test.csv"  # a CSV in the repository at the release's commit, with a header row; or
+                                     # "model:<path>", a file that travels with the model version: an artifact
+                                     # of the registry version's run, or the blob <name>/<version>/<path>
     label = "target"                 # the column of expected values; every other column is a feature, in order
     metric = "rmse"                  # rmse, mae, r2, accuracy, f1, roc_auc, log_loss (shared/quality.py)
     direction = "lower"              # optional: the metric's own (lower for rmse, mae, log_loss; else higher)
@@ -33,6 +35,7 @@ from typing import Any
 from shared import quality
 
 LABEL = "dev.shipbot.evaluate"
+WITH_MODEL = "model:"  # a data path that names a file of the model version, not of the repository
 MAX_BYTES = 64 << 20     # an evaluation set larger than this is refused: it is sent through HTTP, batch by batch
 MAX_ROWS = 1_000_000
 
@@ -50,7 +53,12 @@ class Spec:
     tolerance: float = 0.0
     batch: int = 500
     seconds: float = 120.0
-    sha256: str = ""       # of the data file, as the builder read it
+    sha256: str = ""       # of the data file, as the builder read it ("" for a file of the model version)
+
+    @property
+    def with_model(self) -> str | None:
+        """The path within the model version when the set travels with it; None for a file of the repository."""
+        return self.data.removeprefix(WITH_MODEL) if self.data.startswith(WITH_MODEL) else None
 
     def to_label(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))

@@ -33,18 +33,21 @@ def data_set(spec: evaluation.Spec, data: bytes) -> evaluation.DataSet:
     return found
 
 
-def comparable(release: Release | None, spec: evaluation.Spec) -> bool:
+def comparable(release: Release | None, spec: evaluation.Spec, data: evaluation.DataSet) -> bool:
+    """Whether `release` was scored with the same metric on the same rows (by the set's sha256)."""
     figures = release.evaluation if release is not None else None
     return (figures is not None and figures.value is not None and figures.metric == spec.metric
-            and figures.data_sha256 == spec.sha256)
+            and figures.data_sha256 == data.sha256)
 
 
 def judge(spec: evaluation.Spec, data: evaluation.DataSet | None, verdict: ports.Verdict,
           baseline: Release | None) -> Evaluation:
     """The gate's figures for a candidate whose smoke test passed with `verdict.predictions`."""
     def figures(value: float | None, passed: bool, reason: str) -> Evaluation:
-        base = baseline.evaluation if baseline is not None and comparable(baseline, spec) else None
-        return Evaluation(metric=spec.metric, value=value, data=spec.data, data_sha256=spec.sha256,
+        base = baseline.evaluation if baseline is not None and data is not None and \
+            comparable(baseline, spec, data) else None
+        return Evaluation(metric=spec.metric, value=value, data=spec.data,
+                          data_sha256=data.sha256 if data is not None else spec.sha256,
                           rows=len(data.rows) if data is not None else 0, passed=passed, reason=reason,
                           baseline=base.value if base else None, baseline_release=baseline.id if base else None,
                           seconds=dict(verdict.steps).get("evaluate", 0.0))
@@ -55,7 +58,7 @@ def judge(spec: evaluation.Spec, data: evaluation.DataSet | None, verdict: ports
         value = quality.score(spec.metric, data.expected, list(verdict.predictions))
     except errors.InvalidEvent as e:
         return figures(None, False, f"{spec.metric} of the candidate's answers: {e}")
-    base = baseline.evaluation.value if baseline is not None and comparable(baseline, spec) else None
+    base = baseline.evaluation.value if baseline is not None and comparable(baseline, spec, data) else None
     verdict_ = quality.compare(spec.metric, value, base, tolerance=spec.tolerance, direction=spec.direction)
     if base is not None:
         reason = verdict_.reason.replace("production's", f"production's ({baseline.id})", 1)

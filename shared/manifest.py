@@ -178,7 +178,11 @@ def _effective(repo_root: Path, parsed: _File, *, source: str, text: str) -> Man
         if getattr(smoke, key) is not None:
             _relative(getattr(smoke, key), ("smoke", key), fail)
     if parsed.evaluate is not None:
-        _checked(repo_root, parsed.evaluate.data, ("evaluate", "data"), fail, kind="file")
+        data = parsed.evaluate.data
+        if data.startswith("model:"):  # a file of the model version: read when the gate runs
+            _relative(data.removeprefix("model:"), ("evaluate", "data"), fail)
+        else:
+            _checked(repo_root, data, ("evaluate", "data"), fail, kind="file")
     return Manifest(shape=shape, build=parsed.build, serve=parsed.serve, smoke=smoke, source=source,
                     evaluate=parsed.evaluate)
 

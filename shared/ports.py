@@ -96,6 +96,12 @@ class Models(Protocol):
         """Writes every file of the version into `destination`, streaming (never whole in memory)."""
         ...
 
+    def read_file(self, model: Model, path: str, *, max_bytes: int) -> bytes:
+        """A file that travels with the version but is not the model (the quality gate's evaluation set): the
+        blob `<name>/<version>/<path>`, or an artifact of the registry version's run. NotFound when there is
+        none; PermanentError when it is larger than `max_bytes`."""
+        ...
+
 
 # -- build, registry, smoke test, deploy --------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ def configure(redact: Redactor, *, level: int = logging.INFO) -> None:
     root.setLevel(level)
     # The SDK's HTTP logging policy prints request lines and headers at INFO: noise, and URLs carry SAS.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: the bridge polls MLflow every second
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

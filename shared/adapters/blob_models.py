@@ -96,6 +96,19 @@ class BlobModels:
                 # The release is keyed by the sha256 it was planned with: building other bytes would mislabel it.
                 raise errors.PermanentError(f"{model.blob_name} changed since it was listed (sha256 differs)")
 
+    def read_file(self, model: Model, path: str, *, max_bytes: int) -> bytes:
+        blob_name = f"{model.name}/{model.version}/{path}"
+        if not events._MODEL_PATH.fullmatch(blob_name) or ".." in blob_name:
+            raise errors.NotFound(f"{events.shown(path)} is not a file name of a model version's folder")
+        properties = self._properties(blob_name)
+        if properties.size > max_bytes:
+            raise errors.PermanentError(f"{blob_name} takes {properties.size:,} bytes, more than {max_bytes:,}")
+        with blob_storage.boundary(f"reading {blob_name}"):
+            try:
+                return b"".join(self._chunks(properties))
+            except (azure_errors.ResourceModifiedError, azure_errors.ResourceNotFoundError):
+                raise errors.TransientError(f"{blob_name} changed while it was read") from None
+
     # -- the container ----------------------------------------------------------------------------------------
     def _versions(self, *, prefix: str) -> dict[tuple[str, str], list[BlobProperties]]:
         """Blobs with model path names, grouped by (name, version); other names are skipped."""

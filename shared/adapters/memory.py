@@ -173,6 +173,16 @@ class MemoryModels:
         for filename, data in self._files[(model.name, model.version)].items():
             (destination / filename).write_bytes(data)
 
+    def read_file(self, model: Model, path: str, *, max_bytes: int) -> bytes:
+        try:
+            data = self._files[(model.name, model.version)][path]
+        except KeyError:
+            raise errors.NotFound(f"model {model.name}/{model.version} has no file {path}") from None
+        if len(data) > max_bytes:
+            raise errors.PermanentError(f"{path} of model {model.name}/{model.version} takes {len(data):,} bytes, "
+                                        f"more than {max_bytes:,}")
+        return data
+
 
 class MemorySource:
     def __init__(self) -> None:

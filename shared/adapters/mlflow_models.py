@@ -108,6 +108,33 @@ class MlflowModels:
             raise errors.PermanentError(f"model {model.name}/{model.version}: its artifacts hash to {digest[:12]}, "
                                         f"not the {model.sha256[:12]} the release was planned with")
 
+    def read_file(self, model: Model, path: str, *, max_bytes: int) -> bytes:
+        """An artifact of the run that logged the version (e.g. `eval/test.csv`, logged beside the model)."""
+        if not _safe(path):
+            raise errors.NotFound(f"{path[:80]!r} is not an artifact path")
+        run_id = self._version(model.name, model.version).get("run_id")
+        if not run_id:
+            raise errors.NotFound(f"model {model.name}/{model.version} names no run to read {path} from")
+        uri = self._get("runs/get", run_id=run_id)["run"]["info"]["artifact_uri"]
+        parts = urlsplit(uri)
+        if parts.scheme != "mlflow-artifacts":
+            raise errors.PermanentError(f"the run of model {model.name}/{model.version} keeps its artifacts at a "
+                                        f"{parts.scheme or 'plain'}: URI; this adapter reads mlflow-artifacts:")
+
+        def once() -> bytes:
+            data = bytearray()
+            for chunk in self._stream(parts.path.strip("/"), path):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise errors.PermanentError(f"{path} of the run of model {model.name}/{model.version} takes "
+                                                f"more than {max_bytes:,} bytes")
+            return bytes(data)
+
+        try:
+            return self._retry(once)
+        except errors.NotFound:
+            raise errors.NotFound(f"the run of model {model.name}/{model.version} has no artifact {path}") from None
+
     # -- versions ---------------------------------------------------------------------------------------------
     def _registered_names(self) -> list[str]:
         return [m["name"] for m in self._pages("registered-models/search", "registered_models")]

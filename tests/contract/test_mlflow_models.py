@@ -251,3 +251,22 @@ def test_the_bridge_announces_each_version_once_as_azure_ml_would_and_remembers_
     assert (parsed.model_name, parsed.model_version) == (registry.name, version)
     assert event["subject"] == f"models/{registry.name}:{version}"
     assert [e for e in restarted.poll() if e["data"]["modelName"] == registry.name] == []
+
+
+def test_read_file_answers_an_artifact_of_the_run_that_logged_the_version(registry):
+    version = registry.register(folder_files())
+    run_id = registry.http.get("/mlflow/model-versions/get", params={"name": registry.name, "version": version}
+                               ).json()["model_version"]["run_id"]
+    root = registry.http.get("/mlflow/runs/get", params={"run_id": run_id}).json()["run"]["info"]["artifact_uri"]
+    registry.http.put(f"/mlflow-artifacts/artifacts/{root.removeprefix('mlflow-artifacts:/')}/eval/test.csv",
+                      content=b"a,y\n1,2\n").raise_for_status()
+    models = adapter(registry.uri)
+    (model,) = models.list_models((registry.name,))
+
+    assert models.read_file(model, "eval/test.csv", max_bytes=100) == b"a,y\n1,2\n"
+    with pytest.raises(errors.NotFound, match="has no artifact eval/absent.csv"):
+        models.read_file(model, "eval/absent.csv", max_bytes=100)
+    with pytest.raises(errors.PermanentError, match="more than 3 bytes"):
+        models.read_file(model, "eval/test.csv", max_bytes=3)
+    with pytest.raises(errors.NotFound):
+        models.read_file(model, "../../etc/passwd", max_bytes=100)

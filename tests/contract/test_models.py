@@ -216,3 +216,15 @@ def test_the_cloud_constructor_takes_an_account_url_and_a_token_credential() -> 
     models = BlobModels.from_account_url("https://acct.blob.core.windows.net", FakeCredential(), "models")
     assert models._container.url == "https://acct.blob.core.windows.net/models"
     assert isinstance(models._container.credential, FakeCredential)
+
+
+def test_read_file_answers_a_file_that_travels_with_the_version_and_refuses_others(harness):
+    harness.put("diabetes", "1", {**a_version(), "eval.csv": b"a,y\n1,2\n"})
+    model = harness.models.get_model("diabetes", "1")
+
+    assert harness.models.read_file(model, "eval.csv", max_bytes=100) == b"a,y\n1,2\n"
+    for path in ("absent.csv", "../2/eval.csv"):
+        with pytest.raises(errors.NotFound):
+            harness.models.read_file(model, path, max_bytes=100)
+    with pytest.raises(errors.PermanentError, match="more than 3"):
+        harness.models.read_file(model, "eval.csv", max_bytes=3)

@@ -61,8 +61,12 @@ class MemoryHarness:
         self.source = memory.MemorySource()
 
     def commit(self, *, branch: str, at: datetime) -> str:
+        """As GitHarness's: each commit adds model_api/file<n>.txt to the tree of the one before."""
         sha = uuid.uuid4().hex + uuid.uuid4().hex[:8]
-        self.source.commit(sha, branch=branch, at=at)
+        before = self.source.files.get(self.source._heads.get(branch, ""), {})
+        count = len(self.source.files) + 1
+        self.source.commit(sha, branch=branch, at=at,
+                           files={**before, f"model_api/file{count}.txt": f"commit {count}\n".encode()})
         return sha
 
 
@@ -174,3 +178,17 @@ def test_archive_writes_the_files_and_bytes_that_git_archive_writes(harness, tmp
     assert written == tree(tmp_path / "git")
     assert written["bin/serve.sh"][2] is True and written["latest"] == ("link", "model_api/file1.txt")
     assert {"model_api/file1.txt", "notes ü.txt"} <= set(written)
+
+
+def test_read_file_answers_one_file_of_the_commit_and_refuses_what_it_lacks_or_what_is_too_large(harness):
+    first = harness.commit(branch="main", at=T0)
+    second = harness.commit(branch="main", at=T0 + timedelta(minutes=1))
+
+    assert harness.source.read_file(second, "model_api/file1.txt", max_bytes=100) == b"commit 1\n"
+    assert harness.source.read_file(second, "model_api/file2.txt", max_bytes=100) == b"commit 2\n"
+    for sha, path in ((first, "model_api/file2.txt"), (second, "model_api/absent.txt"), (second, "../etc/passwd"),
+                      (second, "model_api")):
+        with pytest.raises(errors.NotFound):
+            harness.source.read_file(sha, path, max_bytes=100)
+    with pytest.raises(errors.PermanentError, match="more than 3"):
+        harness.source.read_file(second, "model_api/file1.txt", max_bytes=3)

@@ -17,12 +17,12 @@ ROWS = [[float(i), float(i % 3)] for i in range(1, 41)]
 CSV = ("x1,x2,y\n" + "".join(f"{a},{b},{a + b}\n" for a, b in ROWS)).encode()  # y = x1 + x2: `sum` is exact
 
 
-def spec(data: bytes = CSV, **changes) -> str:
+def spec(content: bytes = CSV, **changes) -> str:
     import hashlib
 
     return evaluation.Spec(**{"data": "eval.csv", "label": "y", "metric": "rmse", "direction": "lower",
                               "tolerance": 0.5, "batch": 16, "seconds": 60.0,
-                              "sha256": hashlib.sha256(data).hexdigest(), **changes}).to_label()
+                              "sha256": hashlib.sha256(content).hexdigest(), **changes}).to_label()
 
 
 @pytest.fixture
@@ -153,3 +153,32 @@ def test_a_release_document_with_its_figures_reads_back_equal(world):
     release = world.ledger.get_release(ship(world, "1", sum))
 
     assert type(release).from_json(release.to_json()) == release
+
+
+def test_an_evaluation_set_that_travels_with_the_model_version_is_read_from_it_and_compared_by_its_rows(world):
+    world.source.commit("c1" * 20, at=T0, files={})  # nothing in the repository
+    world.builder.labels = {evaluation.LABEL: spec(data="model:eval.csv", sha256="")}
+    world.smoke.model = sum
+    world.models.put("diabetes", "1", {"model.joblib": b"one", "eval.csv": CSV}, uploaded=world.clock())
+    world.deliver(world.event_model("1"))
+    world.run(world.finish_builds())
+    first = world.ledger.list_releases()[0]
+    to_production(world, first.id)
+
+    world.smoke.model = lambda row: sum(row) + 2.0
+    world.models.put("diabetes", "2", {"model.joblib": b"two", "eval.csv": CSV}, uploaded=world.clock())
+    world.deliver(world.event_model("2"))
+    world.run(world.finish_builds())
+    second = world.ledger.list_releases()[0]
+
+    assert first.evaluation.passed and first.evaluation.data == "model:eval.csv"
+    assert second.status is Status.FAILED and second.evaluation.baseline_release == first.id  # the same rows
+
+
+def test_a_model_version_without_its_evaluation_set_fails_the_gate(world):
+    world.builder.labels = {evaluation.LABEL: spec(data="model:eval.csv", sha256="")}
+
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.status is Status.FAILED
+    assert release.reason == "quality gate: the evaluation set: model diabetes/1 has no file eval.csv"
