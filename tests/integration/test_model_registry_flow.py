@@ -110,3 +110,45 @@ def test_a_version_that_is_no_mlflow_model_builds_nothing_and_the_log_says_why(r
              what="the skipped version's reason in the log")
     assert [r["model"]["version"] for r in bot.releases()] == [good["version"]]
     assert bot.environments()["staging"]["current"]["release_id"] == release["id"]
+
+
+def test_the_quality_gate_stops_a_worse_registered_version_and_an_override_lets_it_go_on(tmp_path, stack_daemons):  # noqa: F811
+    """samples/mlflow-app's gate (rmse on held-out rows, tolerance 0.5) on the real stack: the first version is
+    the baseline in production, a worse one fails with both figures and goes nowhere, an override ships it."""
+    name = f"diabetes-{uuid.uuid4().hex[:8]}"
+    bot = Bot(tmp_path, app=ROOT / "samples" / "mlflow-app",
+              env={"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_NAME": name, "SHIPBOT_MLFLOW_URI": MLFLOW})
+    bot.start()
+    try:
+        import shutil
+
+        shutil.copytree(ROOT / "model_api", bot.work / "model_api", ignore=shutil.ignore_patterns("__pycache__"))
+        bot.commit_and_push("model_api with a quality gate")
+        good = register(name, alpha=1.0)
+        first = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == good["version"], what="first")
+        bot.wait_running("staging", first["id"])
+        assert bot.api("POST", "/api/environments/production/promote",
+                       json={"release_id": first["id"], "reason": "the baseline"}).status_code == 202
+        bot.wait_running("production", first["id"])
+        baseline = bot.release(first["id"])["evaluation"]
+        assert baseline["passed"] and baseline["rows"] == 89 and 50 < baseline["value"] < 65
+
+        bad = register(name, alpha=10.0)
+        worse = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == bad["version"], what="worse")
+        worse = bot.wait_settled(worse["id"])
+
+        assert worse["status"] == "failed" and worse["deployed"] == []
+        figures = worse["evaluation"]
+        assert (figures["baseline"], figures["baseline_release"]) == (baseline["value"], first["id"])
+        assert figures["value"] > baseline["value"] + 0.5 and not figures["passed"]
+        assert worse["reason"].startswith(f"quality gate: rmse {figures['value']:.6g} against production's "
+                                          f"({first['id']}) {baseline['value']:.6g}: worse by")
+        assert bot.environments()["staging"]["current"]["release_id"] == first["id"]
+
+        answer = bot.api("POST", f"/api/releases/{worse['id']}/override", json={"reason": "accepted by hand"})
+        assert answer.status_code == 202, answer.text
+        bot.wait_running("staging", worse["id"])
+        overridden = bot.release(worse["id"])
+        assert overridden["status"] == "green" and overridden["evaluation"]["override_reason"] == "accepted by hand"
+    finally:
+        bot.stop()
