@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared import errors
+from shared import errors, events
 
 AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
            "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -132,8 +132,6 @@ class Settings:
     @property
     def workspace(self) -> str:
         """The Azure ML workspace whose ModelRegistered events count ("" : any)."""
-        from shared import events
-
         return self.mlflow_workspace or events.workspace_of(self.mlflow_uri)
 
     @property

@@ -158,6 +158,20 @@ class BridgeOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+@dataclass
+class _Polled:
+    """A source the bridge polls: its watcher (`poll()` -> events, `save()`), the subscription its events go to,
+    the errors that mean it is unreachable, and words for the log."""
+
+    watcher: Any
+    subscription: str
+    errors: tuple[type[BaseException], ...]
+    what: str
+    doing: str
+    describe: Any  # event -> "blob diabetes/1/model.joblib"
+    failing: bool = False
+
+
 class Bridge:
     """The blob watcher, the registry relay and their deliveries, on one background thread."""
 
@@ -194,13 +208,19 @@ class Bridge:
                 self.options.mlflow_uri, state_dir / "bridge" / "model-registry.json",
                 topic=(f"/subscriptions/{self.options.subscription_id}/resourceGroups/{self.options.resource_group}/"
                        f"providers/Microsoft.MachineLearningServices/workspaces/{LOCAL_WORKSPACE}"))
-        self._models_failing = False
+        self._blobs = None if self.watcher is None else _Polled(
+            self.watcher, BLOB_SUBSCRIPTION, (AzureError,), what="the models container",
+            doing=f"listing container {self.options.models_container}",
+            describe=lambda event: "blob " + event["subject"].rpartition("/blobs/")[2])
+        self._models = None if self.models is None else _Polled(
+            self.models, MODEL_SUBSCRIPTION, registry_watcher.ERRORS, what="the model registry",
+            doing=f"searching the model registry at {self.options.mlflow_uri}",
+            describe=lambda event: "model " + event["subject"].removeprefix("models/"))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopped: asyncio.Event | None = None
-        self.polls = 0
-        self._failing = False
+        self.polls = 0  # the blob watcher's
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -225,12 +245,10 @@ class Bridge:
         # The first look happens before start() returns, so a blob uploaded (or a model registered) once the host
         # answers, as `shipbot up` then the demo do, is news even on the very first start, when the look is a
         # baseline.
-        if self.watcher is not None:
-            await self._poll()
-            watchers.append(asyncio.create_task(self._watch(self._poll)))
-        if self.models is not None:
-            await self._poll_models()
-            watchers.append(asyncio.create_task(self._watch(self._poll_models)))
+        for source in (self._blobs, self._models):
+            if source is not None:
+                await self._poll(source)
+                watchers.append(asyncio.create_task(self._watch(source)))
         self._ready.set()
         await self._stopped.wait()
         for watcher in watchers:
@@ -239,55 +257,36 @@ class Bridge:
         await self.deliverer.stop()
 
     # -- sources ---------------------------------------------------------------------------------------------
-    async def _watch(self, poll) -> None:
+    async def _watch(self, source: _Polled) -> None:
         while True:
             await asyncio.sleep(self.options.poll_interval_s)  # the poll interval itself, not a synchronisation
-            await poll()
+            await self._poll(source)
 
-    async def _poll_models(self) -> None:
-        assert self.models is not None
+    async def _poll(self, source: _Polled | None = None) -> None:
+        """One poll of a source (the blob watcher's by default): its events into the outbox, then its state
+        saved. A failure is logged once until the source answers again; the next poll repeats the work."""
+        source = source or self._blobs
+        assert source is not None
         try:
-            found = await asyncio.to_thread(self.models.poll)
+            found = await asyncio.to_thread(source.watcher.poll)
             for event in found:
-                self.deliverer.enqueue(MODEL_SUBSCRIPTION, event)
-                log.info("bridge: model %s -> ModelRegistered %s", event["subject"].removeprefix("models/"),
+                self.deliverer.enqueue(source.subscription, event)
+                log.info("bridge: %s -> %s %s", source.describe(event), event["eventType"].rsplit(".", 1)[-1],
                          event["id"], extra={"fields": {"event_id": event["id"]}})
-            await asyncio.to_thread(self.models.save)
-            if self._models_failing:
-                log.info("bridge: the model registry answers again")
-            self._models_failing = False
-        except registry_watcher.ERRORS as e:
-            if not self._models_failing:
-                log.warning("bridge: searching the model registry at %s failed (%s); retrying every poll",
-                            self.options.mlflow_uri, type(e).__name__)
-            self._models_failing = True
+            await asyncio.to_thread(source.watcher.save)
+            if source.failing:
+                log.info("bridge: %s answers again", source.what)
+            source.failing = False
+        except source.errors as e:
+            if not source.failing:
+                log.warning("bridge: %s failed (%s); retrying every poll", source.doing, type(e).__name__)
+            source.failing = True
         except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
-            if not self._models_failing:
-                log.exception("bridge: the model registry watcher failed; retrying every poll")
-            self._models_failing = True
-
-    async def _poll(self) -> None:
-        assert self.watcher is not None
-        try:
-            found = await asyncio.to_thread(self.watcher.poll)
-            for event in found:
-                self.deliverer.enqueue(BLOB_SUBSCRIPTION, event)
-                log.info("bridge: blob %s -> BlobCreated %s", event["subject"].rpartition("/blobs/")[2],
-                         event["id"], extra={"fields": {"event_id": event["id"]}})
-            await asyncio.to_thread(self.watcher.save)
-            if self._failing:
-                log.info("bridge: the blob watcher reaches storage again")
-            self._failing = False
-        except AzureError as e:
-            if not self._failing:
-                log.warning("bridge: listing container %s failed (%s); retrying every poll",
-                            self.options.models_container, type(e).__name__)
-            self._failing = True
-        except Exception:  # a bug of ours (or a full disk) must not end the watcher silently
-            if not self._failing:
-                log.exception("bridge: the blob watcher failed; retrying every poll")
-            self._failing = True
-        self.polls += 1
+            if not source.failing:
+                log.exception("bridge: the watcher of %s failed; retrying every poll", source.what)
+            source.failing = True
+        if source is self._blobs:
+            self.polls += 1
 
     def authorizes(self, authorization: str | None) -> bool:
         """Whether the registry's Authorization header carries the shared secret (constant time)."""

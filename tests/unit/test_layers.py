@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 CORE = ["errors", "events", "webhooks", "releases", "ports", "planning", "engine", "operations", "jobs", "settings",
-        "modelfiles", "bot", "fleet", "ncrontab"]
+        "modelfiles", "bot", "fleet", "ncrontab", "evaluation", "gate", "quality"]
 FORBIDDEN = {"azure", "docker", "kubernetes", "httpx", "subprocess", "socket", "requests", "urllib.request"}
 
 

@@ -200,21 +200,28 @@ def test_a_bad_evaluate_section_is_refused_with_its_key_and_line(tmp_path, secti
     assert says in str(refused.value)
 
 
-def test_the_build_plan_labels_the_image_with_the_spec_and_the_sets_sha256(tmp_path):
-    import hashlib
+def plan_gated(tmp_path: Path, csv: str, metric: str):
+    """The build plan of a model-only app whose [evaluate] names `csv` (with the label column `target`)."""
     import shutil
 
-    from shared import buildplan, evaluation
+    from shared import buildplan
 
-    root = repo(tmp_path, {"eval/test.csv": EVAL_CSV, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
-                                                                        'label = "target"\nmetric = "r2"\n'})
+    root = repo(tmp_path, {"eval/test.csv": csv, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
+                                                                   f'label = "target"\nmetric = "{metric}"\n'})
     shutil.copytree(Path(__file__).parents[2] / "model_api", root / "model_api")
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.joblib").write_bytes(b"weights")
+    return buildplan.plan(buildplan.Inputs(source=root, model_dir=model, image="r/a:t", build_id="b",
+                                           model_name="m", model_version="1"))
 
-    planned = buildplan.plan(buildplan.Inputs(source=root, model_dir=model, image="r/a:t", build_id="b",
-                                              model_name="m", model_version="1"))
+
+def test_the_build_plan_labels_the_image_with_the_spec_and_the_sets_sha256(tmp_path):
+    import hashlib
+
+    from shared import evaluation
+
+    planned = plan_gated(tmp_path, EVAL_CSV, "r2")
 
     spec = evaluation.Spec.of_labels(planned.labels)
     assert (spec.data, spec.label, spec.metric, spec.direction) == ("eval/test.csv", "target", "r2", "higher")
@@ -229,19 +236,9 @@ def test_the_build_plan_labels_the_image_with_the_spec_and_the_sets_sha256(tmp_p
     ("a,b,target\n1,nan,2\n", "row 2 holds a value that is not finite"),
 ])
 def test_an_evaluation_set_the_gate_could_not_use_fails_the_build_naming_the_row_or_column(tmp_path, csv, says):
-    import shutil
-
-    from shared import buildplan, errors
-
-    root = repo(tmp_path, {"eval/test.csv": csv, "shipbot.toml": '[evaluate]\ndata = "eval/test.csv"\n'
-                                                                   'label = "target"\nmetric = "rmse"\n'})
-    shutil.copytree(Path(__file__).parents[2] / "model_api", root / "model_api")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.joblib").write_bytes(b"weights")
+    from shared import errors
 
     with pytest.raises(errors.BuildFailed) as failed:
-        buildplan.plan(buildplan.Inputs(source=root, model_dir=model, image="r/a:t", build_id="b",
-                                        model_name="m", model_version="1"))
+        plan_gated(tmp_path, csv, "rmse")
 
     assert str(failed.value).startswith("shipbot.toml: [evaluate] data eval/test.csv: ") and says in str(failed.value)
