@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from shared import buildcontext, contract, errors, evaluation, manifest, modelfiles, quality
+from shared import buildcontext, contract, errors, evaluation, manifest, modelfiles
 
 MODEL_API = Path(__file__).resolve().parents[1] / "model_api"  # ShipBot's own, as data: never imported
 DOCKERFILE = "model_api/Dockerfile"
@@ -151,9 +151,7 @@ def evaluation_label(app: manifest.Manifest, repo: Path) -> str:
             sha256 = evaluation.read((repo / spec.data).read_bytes(), spec.label).sha256
         except evaluation.DataError as e:
             raise errors.BuildFailed(f"{app.source}: [evaluate] data {spec.data}: {e}") from None
-    return evaluation.Spec(data=spec.data, label=spec.label, metric=spec.metric,
-                           direction=spec.direction or quality.METRICS[spec.metric][1], tolerance=spec.tolerance,
-                           batch=spec.batch, seconds=spec.seconds, sha256=sha256).to_label()
+    return evaluation.Spec.declared(spec, sha256=sha256).to_label()
 
 
 def _mlflow_sample(model_dir: Path) -> None:

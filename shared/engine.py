@@ -44,6 +44,7 @@ class Config:
     max_build_attempts: int = 3
     chain: tuple[fleet.Environment, ...] = DEFAULT_CHAIN  # its environments, in order, with their rules
     app: str = ""                          # the application's name, stamped on the jobs it hands out
+    evaluate: evaluation.Spec | None = None  # the fleet's quality gate, for images that declare none
 
 
 @dataclass(slots=True)
@@ -580,13 +581,15 @@ class Engine:
 
     # -- the quality gate -------------------------------------------------------------------------------------
     def _gate_inputs(self, release: Release) -> tuple[evaluation.Spec | None, evaluation.DataSet | None]:
-        """The evaluation the image declares and its data set, read from the repository at the release's commit
-        and checked against the sha256 the builder read; (None, None) when it declares none."""
+        """The evaluation the image declares (else the fleet's for the application) and its data set, read from
+        the repository at the release's commit (checked against the sha256 the builder read) or from the model
+        version; (None, None) when there is none."""
         repository = release.repository.removeprefix(f"{self.ports.registry.host}/")
         try:
             spec = evaluation.Spec.of_labels(self.ports.registry.get_image(repository, release.digest).labels)
         except ValueError as e:
             raise gate.Unusable(str(e)) from None
+        spec = spec or self.config.evaluate  # the commit's shipbot.toml first, else the fleet's
         if spec is None:
             return None, None
         try:

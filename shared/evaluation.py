@@ -55,6 +55,14 @@ class Spec:
     seconds: float = 120.0
     sha256: str = ""       # of the data file, as the builder read it ("" for a file of the model version)
 
+    @classmethod
+    def declared(cls, declaration: Any, *, sha256: str = "") -> Spec:
+        """The spec of an `[evaluate]` declaration (shared.manifest.Evaluate, from shipbot.toml or the fleet)."""
+        return cls(data=declaration.data, label=declaration.label, metric=declaration.metric,
+                   direction=declaration.direction or quality.METRICS[declaration.metric][1],
+                   tolerance=declaration.tolerance, batch=declaration.batch, seconds=declaration.seconds,
+                   sha256=sha256)
+
     @property
     def with_model(self) -> str | None:
         """The path within the model version when the set travels with it; None for a file of the repository."""

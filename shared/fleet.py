@@ -8,6 +8,7 @@ A fleet file (YAML; `shipbot apply -f FILE`) lists the applications:
                  webhook_secret: "setting:SHIPBOT_GITHUB_SECRET"}
         models: [diabetes]                 # the model names it follows; [] for every one
         model_source: {kind: mlflow, alias: champion}  # default {kind: blob}: the models container
+        evaluate: {data: "model:eval/test.csv", label: target, metric: rmse}  # a quality gate (docs/models.md)
         image: shipbot/diabetes            # its repository in the registry
         environments:                      # in order: each takes releases from the one before
           - {name: dev, target: {kind: local, port: 8091}, rule: on_green}
@@ -45,7 +46,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import errors, ncrontab
+from shared import errors, manifest, ncrontab
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 REFERENCE = re.compile(r"setting:[A-Za-z_][A-Za-z0-9_]*")
@@ -210,6 +211,7 @@ class App(_Strict):
     source: Source | None = None
     models: list[str] = []
     model_source: ModelSource = ModelSource()
+    evaluate: manifest.Evaluate | None = None  # the quality gate of images whose shipbot.toml declares none
     image: str = Field(pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
     environments: list[Environment] = Field(min_length=1)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared import errors, fleet, ports
+from shared import errors, evaluation, fleet, ports
 from shared.bot import Bot
 from shared.engine import Config, Engine
 from shared.settings import Settings
@@ -60,7 +60,8 @@ def app_engine(settings: Settings, parts: _Parts, app: fleet.App) -> Engine:
                     models=tuple(app.models), allowed_repositories=frozenset({repository} | (settings.allowed if root else set())),
                     max_build_attempts=settings.max_build_attempts,
                     source_repository=_repository(app.source.repository) if app.source else "",
-                    chain=tuple(app.environments), app=app.name)
+                    chain=tuple(app.environments), app=app.name,
+                    evaluate=evaluation.Spec.declared(app.evaluate) if app.evaluate is not None else None)
     return Engine(ports.Ports(
         ledger=parts.ledger("" if root else app.name), models=parts.models_of(app),
         source=source_for(app.source.repository, settings, parts) if app.source else None,

@@ -182,3 +182,41 @@ def test_a_model_version_without_its_evaluation_set_fails_the_gate(world):
 
     assert release.status is Status.FAILED
     assert release.reason == "quality gate: the evaluation set: model diabetes/1 has no file eval.csv"
+
+
+def test_the_fleets_gate_applies_to_an_image_whose_shipbot_toml_declares_none(world):
+    import dataclasses
+
+    from shared import fleet
+
+    declared = fleet.parse("""
+apps:
+  - name: app
+    image: shipbot/app
+    evaluate: {data: eval.csv, label: y, metric: rmse, tolerance: 0.5, batch: 16}
+    environments:
+      - {name: staging, target: {kind: local, port: 8081}, rule: on_green}
+""").apps[0].evaluate
+    world.builder.labels = {}
+    world.engine.config = dataclasses.replace(world.engine.config, evaluate=evaluation.Spec.declared(declared))
+
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.evaluation is not None and release.evaluation.passed and release.evaluation.rows == 40
+    assert world.smoke.evaluations[0][1].batch == 16
+
+
+def test_a_fleet_gate_that_makes_no_sense_is_refused_with_its_line():
+    from shared import fleet
+
+    with pytest.raises(fleet.FleetError) as refused:
+        fleet.parse("""
+apps:
+  - name: app
+    image: shipbot/app
+    evaluate: {data: eval.csv, label: y, metric: mape}
+    environments:
+      - {name: staging, target: {kind: local, port: 8081}, rule: on_green}
+""")
+
+    assert "line 5, apps[app].evaluate.metric" in str(refused.value)
