@@ -10,8 +10,9 @@ an ACR Tasks agent would (integration tests only):
                             --build-arg and --label words (shell-quoted, as the agent's shell reads them), a
                             `push` step pushes and lists the images in outputImages, a `cmd` step is
                             `docker run` on a network of the run's own, each container reachable by its step
-                            id, `detach` steps left running, the others waited for (their `timeout`); a
-                            non-zero exit fails the run. Every container and the network are removed afterwards.
+                            id, `detach` steps left running, the others waited for (their `timeout`), the
+                            run's uploaded source (if any) mounted at /workspace (the agent's home volume;
+                            each image keeps its own working directory); a non-zero exit fails the run. Every container and the network are removed afterwards.
 
 The run's log gets the build output or the containers' output, with lines like the agent's own
 ("Executing step ID: ..."), and is written to the log blob when the run ends. The run's timeout is enforced as
@@ -21,11 +22,16 @@ ACR does: a run past it ends as Timeout.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import os
 import shlex
+import shutil
+import tarfile
 import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -124,6 +130,7 @@ class DockerExecutor:
         network = self.client.networks.create(f"acb_default_network_{run.run_id}_{uuid.uuid4().hex[:6]}")
         containers: list[Any] = []
         images: list[dict[str, str]] = []
+        workspace = self._workspace(fake, run)
         try:
             for step in task["steps"]:
                 timeout = min(int(step.get("timeout") or task.get("stepTimeout") or 600), deadline - time.monotonic())
@@ -137,7 +144,7 @@ class DockerExecutor:
                 if "push" in step:
                     images += [self._push_image(fake, image, log) for image in step["push"]]
                     continue
-                container = self._start(step, network.name)
+                container = self._start(step, network.name, workspace)
                 containers.append(container)
                 if step.get("detach"):
                     log.append(_line(f"Step ID: {step['id']} marked as successful (detached)"))
@@ -163,6 +170,21 @@ class DockerExecutor:
                 except docker.errors.APIError:
                     pass
             network.remove()
+            if workspace is not None:
+                shutil.rmtree(workspace, ignore_errors=True)
+
+    @staticmethod
+    def _workspace(fake: FakeAcr, run: FakeRun) -> str | None:
+        """The run's uploaded source, extracted where its `cmd` steps find it (/workspace, readable by any user)."""
+        source = run.request.get("sourceLocation")
+        if not source or run.kind != "EncodedTaskRunRequest":
+            return None
+        folder = tempfile.mkdtemp(prefix="acb-workspace-")
+        with tarfile.open(fileobj=io.BytesIO(fake.source_bytes(source)), mode="r:gz") as tar:
+            tar.extractall(folder, filter="data")
+        for path in [folder, *(str(p) for p in Path(folder).rglob("*"))]:
+            os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+        return folder
 
     def _build_step(self, fake: FakeAcr, run: FakeRun, command: str, log: list[str]) -> bool:
         """A `build` step: the agent runs `docker build <command>` through a shell, in the uploaded context."""
@@ -180,7 +202,7 @@ class DockerExecutor:
                 raise ValueError(f"the fake agent does not know docker build's {word!r}")
         return self._docker_build(fake, run, log, **options)
 
-    def _start(self, step: dict[str, Any], network: str):
+    def _start(self, step: dict[str, Any], network: str, workspace: str | None = None):
         image, *args = shlex.split(step["cmd"])
         try:
             self.client.images.get(image)
@@ -192,7 +214,9 @@ class DockerExecutor:
         api = self.client.api
         created = api.create_container(
             image, command=args or None, environment=list(step.get("env") or []),
-            name=f"acb_step_{step['id']}_{uuid.uuid4().hex[:8]}", detach=True, host_config=api.create_host_config(),
+            name=f"acb_step_{step['id']}_{uuid.uuid4().hex[:8]}", detach=True,
+            host_config=api.create_host_config(binds={workspace: {"bind": "/workspace", "mode": "ro"}} if workspace
+                                               else None),
             networking_config=api.create_networking_config({network: api.create_endpoint_config(
                 aliases=[step["id"]])}))
         container = self.client.containers.get(created["Id"])

@@ -133,3 +133,22 @@ def test_an_image_that_is_not_in_the_registry_is_not_found(fake):
     with pytest.raises(errors.NotFound, match="not in the registry"):
         smoke_runner(fake).run(f"{localstack.REGISTRY}/{localstack.REPOSITORY}@sha256:{'0' * 64}",
                                ports.Expectation("r-x"))
+
+
+def test_an_acr_smoke_run_scores_the_quality_gates_evaluation_set_inside_the_run(fake):
+    """The set travels as the run's source, the check (in the release image) scores it against the container
+    of the image by digest, and the answers come back through the run's log, in row order."""
+    import json
+
+    image = localstack.release_image("good")
+    sample = json.loads((localstack.sample_model() / "sample-request.json").read_text())["data"]
+    rows = (sample * 60)[:250]
+
+    verdict = smoke_runner(fake).run(image.ref, ports.Expectation(image.release_id),
+                                     evaluation=ports.Evaluation(rows, batch=64, seconds=60))
+
+    assert verdict.passed, verdict.reason
+    assert [name for name, _ in verdict.steps][-1] == "evaluate"
+    assert len(verdict.predictions) == 250
+    period = len(sample)
+    assert list(verdict.predictions[:period]) == list(verdict.predictions[period:2 * period])

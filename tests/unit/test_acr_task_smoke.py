@@ -204,7 +204,10 @@ class _ModelApiHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.server.posted = (self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self._send(*getattr(self.server, "routes", {}).get(self.path, (200, self.server.score)))
+        answer = getattr(self.server, "routes", {}).get(self.path, (200, self.server.score))
+        if callable(answer):  # a route that answers by what was posted: (status, body)
+            answer = answer(self.server.posted[1])
+        self._send(*(answer[0], answer[1](self.server.posted[1])) if callable(answer[1]) else answer)
 
     def _send(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -372,3 +375,68 @@ def test_the_check_script_follows_an_apps_contract(model_api, tmp_path, routes, 
     assert code == (0 if not reason else 1)
     if not reason:
         assert model_api.posted == ("/predict", {"rows": [[1, 2]]})
+
+
+# -- the quality gate's evaluation set, scored inside the run -------------------------------------------------
+def predictions_line(start: int, predictions: list) -> str:
+    return "SHIPBOT-PREDICTIONS " + json.dumps({"start": start, "predictions": predictions})
+
+
+def test_an_evaluation_set_travels_as_the_runs_source_and_its_answers_come_back_in_row_order(fake, time_):
+    import io
+    import tarfile
+
+    rows = [[float(i), 1.0] for i in range(5)]
+    steps = (("ready", 1.0), ("version", 0.0), ("score", 0.0), ("evaluate", 0.3))
+    fake.outcome = arm_acr.finish(acr_runs.SUCCEEDED, log="\n".join([
+        "step check", predictions_line(4, [40.0]), predictions_line(0, [0.0, 10.0]),
+        predictions_line(2, [20.0, 30.0]), verdict_line(True, steps=steps)]) + "\n")
+
+    verdict = runner(fake, time_).run(REF, EXPECTED, evaluation=ports.Evaluation(rows, batch=2, seconds=30))
+
+    assert verdict.passed, verdict.reason
+    assert verdict.predictions == (0.0, 10.0, 20.0, 30.0, 40.0)
+    run = fake.last_run()
+    with tarfile.open(fileobj=io.BytesIO(fake.source_bytes(run.request["sourceLocation"])), mode="r:gz") as tar:
+        sent = json.load(tar.extractfile("shipbot-evaluation.json"))
+    assert sent == {"rows": rows, "batch": 2, "seconds": 30}
+    config = json.loads(base64.b64decode(shlex.split(run.task["steps"][1]["cmd"])[-1]))
+    assert config["evaluation"] == "/workspace/shipbot-evaluation.json"
+
+
+def test_a_run_that_reports_fewer_predictions_than_rows_is_red(fake, time_):
+    fake.outcome = arm_acr.finish(acr_runs.SUCCEEDED, log=predictions_line(0, [1.0]) + "\n" + verdict_line(True))
+
+    verdict = runner(fake, time_).run(REF, EXPECTED, evaluation=ports.Evaluation([[1.0], [2.0]], batch=1))
+
+    assert not verdict.passed and verdict.predictions is None
+    assert verdict.reason.endswith("reported 1 predictions for the 2 rows of the evaluation set")
+
+
+def test_the_check_script_scores_the_evaluation_set_batch_by_batch_and_prints_the_answers(model_api, model_dir):
+    model_api.score = lambda body: {"result": [sum(row) for row in body.get("data", [])]}
+    rows = [[float(i), 2.0] for i in range(7)]
+    (model_dir / "shipbot-evaluation.json").write_text(json.dumps({"rows": rows, "batch": 3, "seconds": 30}))
+    (model_dir / "sample-response.json").write_text('{"result": [3.0]}')
+
+    code, out = run_check(model_api, model_dir, evaluation=str(model_dir / "shipbot-evaluation.json"))
+
+    from shared.adapters.azure.acr_task_smoke import parse_predictions
+
+    passed, reason, steps = parse_verdict(out)
+    assert (code, passed, reason) == (0, True, "")
+    assert [name for name, _ in steps][-1] == "evaluate"
+    assert parse_predictions(out) == [sum(row) for row in rows]
+
+
+def test_the_check_script_names_the_rows_of_a_batch_the_model_refuses(model_api, model_dir):
+    refused = (422, {"error": {"message": "each row must have 10 features; got 2"}})
+    model_api.routes = {"/score": lambda body: (200, {"result": [3.0]}) if len(body["data"]) == 1 else refused}
+    (model_dir / "shipbot-evaluation.json").write_text(json.dumps({"rows": [[1.0, 2.0]] * 4, "batch": 3,
+                                                                   "seconds": 30}))
+
+    code, out = run_check(model_api, model_dir, evaluation=str(model_dir / "shipbot-evaluation.json"))
+
+    assert code == 1
+    reason = parse_verdict(out)[1]
+    assert reason.startswith("evaluation rows 1-3: POST answered 422: ") and "got 2" in reason

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -88,6 +89,32 @@ def read_log_tail(sas_url: str, *, max_bytes: int = LOG_TAIL_BYTES, **options: A
         raise errors.TransientError(f"could not read the run's log (storage answered {status})") from None
     text = data.decode("utf-8", errors="replace")
     return text if offset == 0 else text.partition("\n")[2]  # drop the first, cut line
+
+
+UPLOAD_BLOCK_BYTES = 4 * 1024 * 1024  # what one upload request holds in memory, whatever the file's size
+
+
+def upload_source(client: Any, resource_group: str, registry_name: str, source: Path, *, what: str,
+                  **options: Any) -> str:
+    """Streams `source` (a tar.gz) to the registry's build-source upload URL; returns its relative path, what a
+    run's `sourceLocation` names. `options` go to the blob client."""
+    from azure.storage.blob import BlobClient
+
+    try:
+        upload = client.registries.get_build_source_upload_url(resource_group, registry_name)
+    except AzureError as e:
+        raise translate(e, "getting a build-source upload URL") from None
+    if not upload.upload_url or not upload.relative_path:
+        raise errors.TransientError("ACR Tasks gave no build-source upload URL")
+    try:
+        blob = BlobClient.from_blob_url(upload.upload_url, max_single_put_size=UPLOAD_BLOCK_BYTES,
+                                        max_block_size=UPLOAD_BLOCK_BYTES, **options)
+        with source.open("rb") as data:
+            blob.upload_blob(data, length=source.stat().st_size, overwrite=True, max_concurrency=1)
+    except AzureError as e:  # the storage message may quote the SAS URL: keep only the status
+        status = getattr(e, "status_code", None) or "no answer"
+        raise errors.TransientError(f"uploading {what} failed (storage answered {status})") from None
+    return upload.relative_path
 
 
 def last_lines(text: str, count: int = 5, *, limit: int = 400) -> str:

@@ -7,7 +7,7 @@ Invoked as `python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" <t
 where config is base64 JSON: {"url", "budget", "release_id", "model_sha256", "commit"} and the contract
 (shared.contract: "ready_path", "identity_path", "score_path", "request", "expect_status", "expect_json",
 "tolerance", "expect_keys", "ready_seconds", "request_seconds", "own"), or "model_dir" to read the samples
-from. It waits for the readiness path, checks the identity route against the expectation, POSTs the sample
+from; with "evaluation" (a file of the run's source), it then scores the quality gate's evaluation set. It waits for the readiness path, checks the identity route against the expectation, POSTs the sample
 request and checks the answer as DockerSmokeRunner does (shared.adapters.local.smoke), then prints one line
 `SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": [[name, seconds], ...]}` and exits 0 when it passed, 1
 when it did not.
@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 MARKER = "SHIPBOT-SMOKE"
+PREDICTIONS = "SHIPBOT-PREDICTIONS"
 REL_TOLERANCE, ABS_TOLERANCE = 1e-6, 1e-12
 POLL_SECONDS = 0.5
 
@@ -72,7 +73,47 @@ def check(config, deadline, step):
     reason = score(url, config, sample, wanted, timeout=min(left, float(config.get("request_seconds") or left)),
                    budget=budget)
     step("score")
+    if reason or not config.get("evaluation"):
+        return reason
+    reason = evaluate(f"{url}{config.get('score_path') or '/score'}", config["evaluation"])
+    step("evaluate")
     return reason
+
+
+def evaluate(url, path):
+    """The quality gate's evaluation set (a JSON file of the run's source, {"rows", "batch", "seconds"}) POSTed
+    batch by batch; the answers printed as `SHIPBOT-PREDICTIONS {"start": i, "predictions": [...]}` lines (a
+    batch a line), which the runner joins in row order. As shared.adapters.local.smoke.evaluate."""
+    try:
+        with open(path, "rb") as f:
+            spec = json.load(f)
+        rows, batch, seconds = spec["rows"], int(spec["batch"]), float(spec["seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"the evaluation set {path} is unusable: {type(e).__name__}"
+    deadline = time.monotonic() + seconds
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        where = f"evaluation rows {start + 1}-{start + len(chunk)}"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"{where}: the evaluation took longer than its {seconds:g} s"
+        request = urllib.request.Request(url, data=json.dumps({"data": chunk}).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        status, body = send(request, left)
+        if status is None:
+            return f"{where}: POST did not answer: {body}"
+        if status != 200:
+            return f"{where}: POST answered {status}: {short(body)}"
+        try:
+            result = json.loads(body).get("result")
+        except (ValueError, AttributeError):
+            result = None
+        if not isinstance(result, list):
+            return f"{where}: the answer has no 'result' list"
+        if len(result) != len(chunk):
+            return f"{where}: the answer holds {len(result)} predictions for {len(chunk)} rows"
+        print(PREDICTIONS + " " + json.dumps({"start": start, "predictions": result}), flush=True)
+    return ""
 
 
 def await_ready(url, path, deadline, budget):

@@ -21,7 +21,10 @@ check step runs in ShipBot's `check_image` (any image with Python 3: the release
 without the label is model_api, whose own Python runs the check against the sample files in its model folder
 (<check image> is then the release image). It prints one line
 `SHIPBOT-SMOKE {"passed": ..., "reason": ..., "steps": ...}` (its exit code fails the run when it did not
-pass). Script and config travel as base64 arguments, so no quoting can break them, and the marker is never in
+pass). With an evaluation set (the quality gate), the set is uploaded as the run's source (a tar.gz of one JSON
+file, in /workspace for the steps), the check scores it batch by batch after the smoke test and prints each
+batch's answers as a `SHIPBOT-PREDICTIONS {"start", "predictions"}` line; the runner reads the whole log and
+joins them in row order. Script and config travel as base64 arguments, so no quoting can break them, and the marker is never in
 the task's own text.
 
 The runner polls the run (every `poll_seconds`, until `run_timeout_seconds`, with injectable clock and sleep),
@@ -34,10 +37,13 @@ TransientError (not the image's fault); one still running at the deadline is can
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import math
 import re
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +56,11 @@ from shared.adapters.azure import acr_runs
 
 CHECK_SCRIPT = Path(__file__).with_name("acr_smoke_check.py")
 MARKER = "SHIPBOT-SMOKE"
+PREDICTIONS = "SHIPBOT-PREDICTIONS"
+EVALUATION_FILE = "shipbot-evaluation.json"
+WORKSPACE = "/workspace"  # where a run's steps find its source (the agent's home volume), by absolute path
+EVALUATION_LOG_BYTES = 64 << 20  # the log of a run that evaluated: every prediction is in it
+_PREDICTIONS = re.compile(rf"{PREDICTIONS} (\{{.*\}})\s*$")
 MODEL_DIR = "/var/azureml-app/model"
 _VERDICT = re.compile(rf"{MARKER} (\{{.*\}})\s*$")
 _NO_IMAGE = re.compile(r"manifest unknown|manifest for \S+ not found|not found: manifest|pull access denied"
@@ -84,26 +95,23 @@ class AcrTaskSmokeRunner:
     def run(self, ref: str, expected: ports.Expectation, *,
             evaluation: ports.Evaluation | None = None) -> ports.Verdict:
         started = self.clock()
-        if evaluation is not None:  # refused, not skipped: a gate that was declared must never pass unevaluated
-            return ports.Verdict(passed=False, seconds=0.0, reason=(
-                "the image declares an evaluation ([evaluate]) and ACR Task smoke runs do not evaluate data sets "
-                "yet; remove [evaluate], or override the release with a reason"))
         try:
             wanted = contract.of_image(self.registry, ref) if self.registry is not None else contract.Contract()
         except ValueError as e:
             return ports.Verdict(passed=False, reason=str(e), seconds=round(self.clock() - started, 3))
         except errors.NotFound:
             raise errors.NotFound(f"image {ref} is not in the registry") from None
-        run_id = self._schedule(ref, expected, wanted)
+        source = self._evaluation_source(evaluation) if evaluation is not None else None
+        run_id = self._schedule(ref, expected, wanted, source=source, evaluation=evaluation)
         log.info("smoke run scheduled", extra={"run_id": run_id, "ref": ref, "release_id": expected.release_id})
         run = self._wait(run_id, deadline=started + self.run_timeout_seconds)
         status = acr_runs.status_of(run)
 
-        def verdict(reason: str, steps: tuple[tuple[str, float], ...] = ()) -> ports.Verdict:
+        def verdict(reason: str, steps: tuple[tuple[str, float], ...] = (), predictions=None) -> ports.Verdict:
             queued = acr_runs.seconds_between(getattr(run, "create_time", None), getattr(run, "start_time", None))
             steps = ((("queue", queued),) if queued is not None else ()) + steps
             return ports.Verdict(passed=not reason, reason=reason, seconds=round(self.clock() - started, 3),
-                                 steps=steps)
+                                 steps=steps, predictions=predictions)
 
         if status in acr_runs.IN_FLIGHT:
             self._cancel(run_id)
@@ -112,13 +120,21 @@ class AcrTaskSmokeRunner:
                                             f"{self.run_timeout_seconds:g} s (cancelled)")
             return verdict(f"smoke run {run_id} did not finish within {self.run_timeout_seconds:g} s (cancelled)")
         text = acr_runs.read_log_tail(acr_runs.log_link(self.client, self.resource_group, self.registry_name, run_id),
+                                      **({"max_bytes": EVALUATION_LOG_BYTES} if evaluation else {}),
                                       **self.blob_options)
         found = parse_verdict(text)
         if found is not None:
             passed, reason, steps = found
             if passed and status != acr_runs.SUCCEEDED:
                 reason = f"smoke run {run_id} ended {status} after its check passed"
-            return verdict("" if passed and not reason else reason or "the check failed without a reason", steps)
+            predictions = None
+            if passed and not reason and evaluation is not None:
+                predictions = parse_predictions(text)
+                if len(predictions) != len(evaluation.rows):
+                    reason = (f"smoke run {run_id} reported {len(predictions)} predictions for the "
+                              f"{len(evaluation.rows)} rows of the evaluation set")
+            return verdict("" if passed and not reason else reason or "the check failed without a reason", steps,
+                           None if reason or predictions is None else tuple(predictions))
         if status == acr_runs.TIMEOUT:
             return verdict(f"smoke run {run_id} timed out (run timeout {self._run_timeout()} s)")
         if _NO_IMAGE.search(text):
@@ -128,17 +144,19 @@ class AcrTaskSmokeRunner:
         return verdict(f"smoke run {run_id} ended {status or 'without a status'} with no verdict"
                        + (f": {detail}" if detail else ""))
 
-    def task_yaml(self, ref: str, expected: ports.Expectation, wanted: contract.Contract | None = None) -> str:
+    def task_yaml(self, ref: str, expected: ports.Expectation, wanted: contract.Contract | None = None, *,
+                  evaluation: ports.Evaluation | None = None) -> str:
         """The multi-step task of one smoke test (the module docstring shows its shape)."""
         wanted = wanted or contract.Contract()
         config = {"url": f"http://app:{wanted.port}", "budget": self.budget_seconds, "model_dir": MODEL_DIR,
                   "release_id": expected.release_id, "model_sha256": expected.model_sha256, "commit": expected.commit,
-                  **({**json.loads(wanted.label()), "own": True} if wanted.own else {})}
+                  **({**json.loads(wanted.label()), "own": True} if wanted.own else {}),
+                  **({"evaluation": f"{WORKSPACE}/{EVALUATION_FILE}"} if evaluation is not None else {})}
         runner = self.check_image if wanted.own else ref  # model_api brings its own Python and sample files
         check = (f'{runner} python -c "import base64,sys;exec(base64.b64decode(sys.argv[1]))" '
                  f"{_b64(CHECK_SCRIPT.read_bytes())} {_b64(json.dumps(config).encode())}")
         env = [f"{k}={v}" for k, v in self.environment.items()]
-        step_timeout = math.ceil(self.budget_seconds) + 60
+        step_timeout = math.ceil(self.budget_seconds + (evaluation.seconds if evaluation is not None else 0)) + 60
         return "\n".join([
             "version: v1.1.0",
             f"stepTimeout: {step_timeout + 60}",
@@ -154,11 +172,26 @@ class AcrTaskSmokeRunner:
         ])
 
     # -- ARM --------------------------------------------------------------------------------------------------
-    def _schedule(self, ref: str, expected: ports.Expectation, wanted: contract.Contract) -> str:
+    def _evaluation_source(self, evaluation: ports.Evaluation) -> str:
+        """The evaluation set as the run's source (a tar.gz of one JSON file, uploaded as a build context is):
+        the check step finds it in the run's working directory. Its relative path."""
+        doc = json.dumps({"rows": evaluation.rows, "batch": evaluation.batch, "seconds": evaluation.seconds}).encode()
+        with tempfile.TemporaryDirectory(prefix="shipbot-evaluation-") as folder:
+            archive = Path(folder) / "source.tar.gz"
+            with tarfile.open(archive, "w:gz") as tar:
+                info = tarfile.TarInfo(EVALUATION_FILE)
+                info.size, info.mode = len(doc), 0o644
+                tar.addfile(info, io.BytesIO(doc))
+            return acr_runs.upload_source(self.client, self.resource_group, self.registry_name, archive,
+                                          what="the evaluation set", **self.blob_options)
+
+    def _schedule(self, ref: str, expected: ports.Expectation, wanted: contract.Contract, *,
+                  source: str | None = None, evaluation: ports.Evaluation | None = None) -> str:
         from azure.mgmt.containerregistrytasks import models
 
         request = models.EncodedTaskRunRequest(
-            encoded_task_content=_b64(self.task_yaml(ref, expected, wanted).encode()), values_property=[],
+            encoded_task_content=_b64(self.task_yaml(ref, expected, wanted, evaluation=evaluation).encode()),
+            values_property=[], source_location=source,
             timeout=self._run_timeout(), platform=models.PlatformProperties(**acr_runs.PLATFORM),
             agent_configuration=models.AgentProperties(cpu=self.cpu), is_archive_enabled=False)
         try:
@@ -189,6 +222,26 @@ class AcrTaskSmokeRunner:
 
     def _run_timeout(self) -> int:
         return max(300, math.ceil(self.run_timeout_seconds))
+
+
+def parse_predictions(log_text: str) -> list[Any]:
+    """The evaluation's answers, in row order, from the check's `SHIPBOT-PREDICTIONS` lines (a batch a line)."""
+    batches: dict[int, list[Any]] = {}
+    for line in log_text.splitlines():
+        match = _PREDICTIONS.search(line)
+        if not match:
+            continue
+        try:
+            found = json.loads(match.group(1))
+            batches[int(found["start"])] = list(found["predictions"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    ordered: list[Any] = []
+    for start in sorted(batches):
+        if start != len(ordered):  # a batch missing from the log: report what is there, the count tells
+            break
+        ordered += batches[start]
+    return ordered
 
 
 def parse_verdict(log_text: str) -> tuple[bool, str, tuple[tuple[str, float], ...]] | None:

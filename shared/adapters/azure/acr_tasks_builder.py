@@ -51,7 +51,6 @@ from shared import buildplan, errors, ports
 from shared.adapters.azure import acr_runs
 
 DOCKERFILE = buildplan.DOCKERFILE
-UPLOAD_BLOCK_BYTES = 4 * 1024 * 1024  # what one upload request holds in memory, whatever the model's size
 KEPT_REJECTIONS = 200
 log = logging.getLogger(__name__)
 
@@ -149,23 +148,8 @@ class AcrTasksBuilder:
     # -- steps ------------------------------------------------------------------------------------------------
     def _upload(self, context: Path) -> str:
         """Streams the context file to the registry's build-source upload URL; returns its relative path."""
-        from azure.storage.blob import BlobClient
-
-        try:
-            upload = self.client.registries.get_build_source_upload_url(self.resource_group, self.registry_name)
-        except AzureError as e:
-            raise acr_runs.translate(e, "getting a build-source upload URL") from None
-        if not upload.upload_url or not upload.relative_path:
-            raise errors.TransientError("ACR Tasks gave no build-source upload URL")
-        try:
-            blob = BlobClient.from_blob_url(upload.upload_url, max_single_put_size=UPLOAD_BLOCK_BYTES,
-                                            max_block_size=UPLOAD_BLOCK_BYTES, **self.blob_options)
-            with context.open("rb") as data:
-                blob.upload_blob(data, length=context.stat().st_size, overwrite=True, max_concurrency=1)
-        except AzureError as e:  # the storage message may quote the SAS URL: keep only the status
-            status = getattr(e, "status_code", None) or "no answer"
-            raise errors.TransientError(f"uploading the build context failed (storage answered {status})") from None
-        return upload.relative_path
+        return acr_runs.upload_source(self.client, self.resource_group, self.registry_name, context,
+                                      what="the build context", **self.blob_options)
 
     def _schedule(self, image_name: str, relative_path: str, plan: buildplan.Plan) -> str:
         from azure.mgmt.containerregistrytasks import models
