@@ -93,9 +93,10 @@ def example_request(folder: Path, mlmodel: dict[str, Any]) -> dict[str, Any] | N
     if not isinstance(info, dict) or not isinstance(info.get("artifact_path"), str):
         return None
     path = _inside(folder, info["artifact_path"], "saved_input_example_info.artifact_path")
-    if not path.is_file():
+    try:
+        example = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or broken: no warm-up request of it (the build refuses one it needs)
         return None
-    example = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(example, dict):
         example = example.get("data", example.get("inputs"))
     if isinstance(example, list) and example and all(isinstance(row, list) and row for row in example):
@@ -107,4 +108,4 @@ def example_request(folder: Path, mlmodel: dict[str, Any]) -> dict[str, Any] | N
 def _inside(folder: Path, path: Any, key: str) -> Path:
     if not isinstance(path, str) or not path or path.startswith("/") or ".." in PurePosixPath(path).parts:
         raise ValueError(f"MLmodel's {key} must name a file inside the model folder; it is {path!r}")
-    return folder / path
+    return folder / PurePosixPath(path).as_posix()

@@ -425,10 +425,11 @@ class Engine:
             verdict = self.ports.smoke.run(release.ref, self._expectation(release), **scoring)
         except errors.NotFound as e:  # the image is gone from the registry: nothing left to test
             spec, data, verdict = None, None, ports.Verdict(passed=False, reason=str(e))
-        except gate.Unusable as e:  # the gate cannot run: the release goes nowhere, and says why
-            spec, data, stopped = None, None, True
+        except gate.Unusable as e:  # the gate cannot run: the release goes nowhere, says why, may be overridden
+            spec, data, stopped, figures = None, None, True, gate.not_run(e.spec, str(e))
             verdict = ports.Verdict(passed=False, reason=f"quality gate: {e}")
-        figures = gate.judge(spec, data, verdict, self._baseline(spec, data)) if spec and verdict.passed else None
+        else:
+            figures = gate.judge(spec, data, verdict, self._production()) if spec and verdict.passed else None
         if figures is not None and not figures.passed:
             stopped, verdict = True, dataclasses.replace(verdict, passed=False, reason=f"quality gate: {figures.reason}")
         now = self.ports.clock()
@@ -583,7 +584,7 @@ class Engine:
     def _gate_inputs(self, release: Release) -> tuple[evaluation.Spec | None, evaluation.DataSet | None]:
         """The evaluation the image declares (else the fleet's for the application) and its data set, read from
         the repository at the release's commit (checked against the sha256 the builder read) or from the model
-        version; (None, None) when there is none."""
+        version; (None, None) when there is none. gate.Unusable says why the gate cannot run."""
         repository = release.repository.removeprefix(f"{self.ports.registry.host}/")
         try:
             spec = evaluation.Spec.of_labels(self.ports.registry.get_image(repository, release.digest).labels)
@@ -592,28 +593,22 @@ class Engine:
         spec = spec or self.config.evaluate  # the commit's shipbot.toml first, else the fleet's
         if spec is None:
             return None, None
+        if spec.with_model is not None and release.model is None:
+            raise gate.Unusable("the evaluation set travels with the model, and the release names no model", spec)
+        if spec.with_model is None and (not release.commit or self.ports.source is None):
+            raise gate.Unusable("the release names no commit of this application's repository to read the "
+                                "evaluation set from", spec)
         try:
-            if spec.with_model is not None:  # a file of the model version (a run artifact, a blob beside it)
-                if release.model is None:
-                    raise gate.Unusable("the image declares an evaluation set of its model, and names no model")
-                data = self.ports.models.read_file(release.model, spec.with_model, max_bytes=evaluation.MAX_BYTES)
-            elif not release.commit or self.ports.source is None:
-                raise gate.Unusable("the image declares an evaluation and names no commit of this application's "
-                                    "repository to read its data set from")
-            else:
-                data = self.ports.source.read_file(release.commit, spec.data, max_bytes=evaluation.MAX_BYTES)
+            data = (self.ports.models.read_file(release.model, spec.with_model, max_bytes=evaluation.MAX_BYTES)
+                    if spec.with_model is not None else
+                    self.ports.source.read_file(release.commit, spec.data, max_bytes=evaluation.MAX_BYTES))
         except (errors.NotFound, errors.PermanentError) as e:
-            if isinstance(e, gate.Unusable):
-                raise
-            raise gate.Unusable(f"the evaluation set: {e}") from None
+            raise gate.Unusable(f"the evaluation set: {e}", spec) from None
         return spec, gate.data_set(spec, data)
 
-    def _baseline(self, spec: evaluation.Spec | None, data: evaluation.DataSet | None) -> Release | None:
-        """The release the last environment (production) runs, when it was evaluated on the same rows."""
-        if spec is None or data is None:
-            return None
-        current = self.current_release(self.ledger.get_environment(self.environments[-1]))
-        return current if gate.comparable(current, spec, data) else None
+    def _production(self) -> Release | None:
+        """The release the chain's last environment runs: the gate's baseline when scored on the same rows."""
+        return self.current_release(self.ledger.get_environment(self.environments[-1]))
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def releases_since(self, current: Release | None) -> list[Release]:

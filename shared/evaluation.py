@@ -4,7 +4,7 @@ it, and its evaluation set, read as rows of features and the expected values.
     [evaluate]
     data = "eval/diabetes-test.csv"  # a CSV in the repository at the release's commit, with a header row; or
                                      # "model:<path>", a file that travels with the model version: an artifact
-                                     # of the registry version's run, or the blob <name>/<version>/<path>
+                                     # of the registry version's run, or the blob <name>/<version>/<file>
     label = "target"                 # the column of expected values; every other column is a feature, in order
     metric = "rmse"                  # rmse, mae, r2, accuracy, f1, roc_auc, log_loss (shared/quality.py)
     direction = "lower"              # optional: the metric's own (lower for rmse, mae, log_loss; else higher)
@@ -84,6 +84,13 @@ class Spec:
             raise ValueError(f"the image's {LABEL} label is unusable: {e}") from None
         if spec.metric not in quality.METRICS or spec.direction not in (quality.HIGHER, quality.LOWER):
             raise ValueError(f"the image's {LABEL} label names metric {spec.metric!r}, direction {spec.direction!r}")
+        numbers = {"tolerance": spec.tolerance, "seconds": spec.seconds}
+        if not (isinstance(spec.batch, int) and not isinstance(spec.batch, bool) and 1 <= spec.batch <= 10_000) or \
+                not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                        for v in numbers.values()) or spec.seconds <= 0 or \
+                not all(isinstance(v, str) and v for v in (spec.data, spec.label)):
+            raise ValueError(f"the image's {LABEL} label is unusable: batch 1-10000, tolerance >= 0, seconds > 0, "
+                             "data and label named")
         return spec
 
 

@@ -132,9 +132,10 @@ def flavour(mlmodel: dict[str, Any]) -> Flavour:
 
 
 def _relative(path: Any, key: str) -> str:
+    """`path` as a normalised relative path inside the folder (`./model.pkl` is `model.pkl`)."""
     if not isinstance(path, str) or not path or path.startswith("/") or ".." in PurePosixPath(path).parts:
         raise ValueError(f"MLmodel's {key} must name a file inside the model folder; it is {path!r}")
-    return path
+    return PurePosixPath(path).as_posix()
 
 
 def example_request(model_dir: Path, mlmodel: dict[str, Any]) -> dict[str, Any] | None:

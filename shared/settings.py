@@ -7,6 +7,7 @@ Pure. No I/O beyond reading the mapping it is given.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -165,6 +166,8 @@ class Settings:
             return value
 
         target = one_of("TARGET", "local")
+        source = _model_source(get("MODEL_SOURCE", "blob"))
+        selector = _selector(source, get("MODEL_ALIAS"), get("MODEL_STAGE"))
         overrides = {"storage": one_of("STORAGE_TARGET", target), "builder": one_of("BUILDER_TARGET", target),
                      "registry": one_of("REGISTRY_TARGET", target), "smoke": one_of("SMOKE_TARGET", target),
                      "deployer": one_of("DEPLOYER_TARGET", target)}
@@ -186,8 +189,8 @@ class Settings:
             release_branch=get("RELEASE_BRANCH", "main"), registry=get("REGISTRY", "127.0.0.1:5000"),
             repository=get("REPOSITORY", "shipbot/app"),
             allowed_repositories=tuple(r.strip() for r in get("ALLOWED_REPOSITORIES").split(",") if r.strip()),
-            model_name=get("MODEL_NAME") or None, model_source=_model_source(get("MODEL_SOURCE", "blob")),
-            model_alias=get("MODEL_ALIAS"), model_stage=get("MODEL_STAGE"),
+            model_name=get("MODEL_NAME") or None, model_source=source,
+            model_alias=selector[0], model_stage=selector[1],
             mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5050").rstrip("/"), mlflow_workspace=get("MLFLOW_WORKSPACE"),
             base_image=get("BASE_IMAGE", "python:3.11-slim"),
             state=get("STATE", "/var/lib/shipbot"),
@@ -204,3 +207,16 @@ def _model_source(value: str) -> str:
     if value not in ("blob", "mlflow"):
         raise errors.PermanentError(f"SHIPBOT_MODEL_SOURCE must be blob or mlflow, not {value!r}")
     return value
+
+
+def _selector(source: str, alias: str, stage: str) -> tuple[str, str]:
+    """SHIPBOT_MODEL_ALIAS and SHIPBOT_MODEL_STAGE, checked as a fleet file's model_source is."""
+    if (alias or stage) and source != "mlflow":
+        raise errors.PermanentError("SHIPBOT_MODEL_ALIAS and SHIPBOT_MODEL_STAGE go with SHIPBOT_MODEL_SOURCE=mlflow")
+    if alias and stage:
+        raise errors.PermanentError("set SHIPBOT_MODEL_ALIAS or SHIPBOT_MODEL_STAGE, not both")
+    if stage and stage not in ("Staging", "Production"):
+        raise errors.PermanentError(f"SHIPBOT_MODEL_STAGE must be Staging or Production, not {stage!r}")
+    if alias and not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias):
+        raise errors.PermanentError("SHIPBOT_MODEL_ALIAS is letters, digits, - and _")
+    return alias, stage

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -172,6 +172,12 @@ class _Polled:
     failing: bool = False
 
 
+def _shown_url(url: str) -> str:
+    """A URL as a log line may show it: no user info, query or fragment."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 class Bridge:
     """The blob watcher, the registry relay and their deliveries, on one background thread."""
 
@@ -214,7 +220,7 @@ class Bridge:
             describe=lambda event: "blob " + event["subject"].rpartition("/blobs/")[2])
         self._models = None if self.models is None else _Polled(
             self.models, MODEL_SUBSCRIPTION, registry_watcher.ERRORS, what="the model registry",
-            doing=f"searching the model registry at {self.options.mlflow_uri}",
+            doing=f"searching the model registry at {_shown_url(self.options.mlflow_uri or '')}",
             describe=lambda event: "model " + event["subject"].removeprefix("models/"))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -254,6 +260,8 @@ class Bridge:
         for watcher in watchers:
             watcher.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+        if self.models is not None:
+            self.models.close()
         await self.deliverer.stop()
 
     # -- sources ---------------------------------------------------------------------------------------------
@@ -262,11 +270,9 @@ class Bridge:
             await asyncio.sleep(self.options.poll_interval_s)  # the poll interval itself, not a synchronisation
             await self._poll(source)
 
-    async def _poll(self, source: _Polled | None = None) -> None:
-        """One poll of a source (the blob watcher's by default): its events into the outbox, then its state
-        saved. A failure is logged once until the source answers again; the next poll repeats the work."""
-        source = source or self._blobs
-        assert source is not None
+    async def _poll(self, source: _Polled) -> None:
+        """One poll of a source: its events into the outbox, then its state saved. A failure is logged once until
+        the source answers again; the next poll repeats the work."""
         try:
             found = await asyncio.to_thread(source.watcher.poll)
             for event in found:

@@ -33,6 +33,7 @@ class RegistryWatcher:
         self.topic = topic
         self._client = client or httpx.Client(timeout=httpx.Timeout(20.0, connect=3.0))
         self._seen: set[str] | None = None
+        self._polled: set[str] | None = None
         self._load()
 
     def poll(self) -> list[dict[str, Any]]:
@@ -52,18 +53,24 @@ class RegistryWatcher:
                 break
         first, seen = self._seen is None, self._seen or set()
         new = [v for key, v in ready.items() if key not in seen]
-        self._seen = seen | set(ready)
+        self._polled = seen | set(ready)  # seen once save() is called, after the events are in the outbox
         if first:
+            self._seen = self._polled
             return []
         return [self._event(v) for v in sorted(new, key=lambda v: (int(v.get("creation_timestamp") or 0),
                                                                    v["name"], int(v["version"])))]
 
     def save(self) -> None:
+        """What the last poll found is seen from now on (the bridge calls it once the events are in the outbox)."""
+        self._seen = self._polled if self._polled is not None else self._seen
         doc = {"uri": self.uri, "versions": sorted(self._seen or ())}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(self.state_path)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _load(self) -> None:
         if not self.state_path.exists():

@@ -2,8 +2,9 @@
 serve too, with Entra ID; locally a real `mlflow server`, scripts/local-stack.sh mlflow).
 
 Which version of a registered model makes a release (`Selector`):
-    alias   the version the alias points at (e.g. `champion`): moving the alias releases that version, even
-            an older one (the data scientist's rollback)
+    alias   the version the alias points at (e.g. `champion`): moving the alias releases that version, with the
+            rules every release follows (an older model whose release of the same commit exists is not rolled
+            out again automatically: no automatic downgrade; `shipbot deploy` or `rollback` does that)
     stage   the highest version in that stage (`Staging`, `Production`; MLflow's older workflow)
     neither the highest version registered
 Only READY versions count. `list_models` answers one version per name: the registry says which, not the
@@ -81,13 +82,18 @@ class MlflowModels:
         """The version each of `names` releases (none: every registered model's), skipping those that cannot
         be released, with the reason logged."""
         found = []
+        skipped = (errors.PermanentError, errors.NotFound, errors.InvalidEvent)  # that name, not the others
         for name in names or self._registered_names():
-            version = self._selected(name)
+            try:
+                version = self._selected(name)
+            except skipped as e:
+                log.warning("models: %s is skipped: %s", name[:64], e)
+                continue
             if version is None:
                 continue
             try:
                 found.append(self._describe(version))
-            except errors.PermanentError as e:
+            except skipped as e:
                 log.warning("models: %s/%s is skipped: %s", name, version.get("version"), e)
         return found
 
@@ -187,7 +193,7 @@ class MlflowModels:
             doc = yaml.safe_load(mlmodel)
             if not isinstance(doc, dict) or not isinstance(doc.get("flavors"), dict):
                 raise ValueError(f"{modelfiles.MLMODEL} has no `flavors` mapping")
-            weights = modelfiles.flavour(doc).path
+            weights = modelfiles.flavour(doc).path  # normalised: ./model.pkl is model.pkl
         except (ValueError, yaml.YAMLError) as e:
             raise errors.PermanentError(f"model {name}/{version}: {e}") from None
         if weights not in sizes:
@@ -293,7 +299,10 @@ class MlflowModels:
     @contextlib.contextmanager
     def _send(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """The response to one request, streaming, once its status is a success; closed on leaving."""
-        headers = {"Authorization": f"Bearer {self._token()}"} if self._token else {}
+        try:
+            headers = {"Authorization": f"Bearer {self._token()}"} if self._token else {}
+        except Exception as e:  # noqa: BLE001 - an identity endpoint's failure, whatever the credential's type
+            raise errors.TransientError(f"no token for the model registry: {type(e).__name__}") from None
         try:
             request = self._client.build_request(method, url, headers=headers, **kwargs)
             response = self._client.send(request, stream=True)

@@ -250,6 +250,9 @@ def test_the_bridge_announces_each_version_once_as_azure_ml_would_and_remembers_
     parsed = events.parse_model_registered(event, workspace=topic)
     assert (parsed.model_name, parsed.model_version) == (registry.name, version)
     assert event["subject"] == f"models/{registry.name}:{version}"
+    again = [e for e in restarted.poll() if e["data"]["modelName"] == registry.name]
+    assert [e["subject"] for e in again] == [event["subject"]]  # not saved (not in the outbox yet): announced again
+    restarted.save()
     assert [e for e in restarted.poll() if e["data"]["modelName"] == registry.name] == []
 
 

@@ -202,6 +202,7 @@ class FakeAcr:
         self.lock = threading.Lock()
         self._sources: dict[str, str] = {}  # relativePath -> blob name
         self._counter = 0
+        self._instance = uuid.uuid4().hex[:12]  # run ids restart at cf1 in every fake: logs live under its own folder
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
         ensure_azurite()
         self.blobs = BlobServiceClient(AZURITE_BLOB, credential={"account_name": "devstoreaccount1",
@@ -274,8 +275,11 @@ class FakeAcr:
         run.output_images = output_images or []
         self.write_log(run)
 
+    def log_blob(self, run_id: str) -> str:
+        return f"{self._instance}/{run_id}/rawtext.log"
+
     def write_log(self, run: FakeRun) -> None:
-        self.blobs.get_blob_client(LOGS, f"{run.run_id}/rawtext.log").upload_blob(run.log.encode(), overwrite=True)
+        self.blobs.get_blob_client(LOGS, self.log_blob(run.run_id)).upload_blob(run.log.encode(), overwrite=True)
 
     # -- operations --------------------------------------------------------------------------------------------
     def upload_url(self) -> tuple[int, dict[str, Any]]:
@@ -336,7 +340,7 @@ class FakeAcr:
     def log_link(self, run_id: str) -> tuple[int, dict[str, Any]]:
         if run_id not in self.runs:
             return _arm_error(404, "ResourceNotFound", f"run {run_id} not found")
-        link = self._sas(LOGS, f"{run_id}/rawtext.log", BlobSasPermissions(read=True))
+        link = self._sas(LOGS, self.log_blob(run_id), BlobSasPermissions(read=True))
         return 200, {"logLink": link, "logArtifactLink": ""}
 
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any] | None]:

@@ -1,9 +1,9 @@
 """A model registered in the local MLflow registry, end to end on the real stack: the data scientist's pipeline
 (samples/diabetes/register.py, the real MLflow library) registers a version; the bridge sends ModelRegistered;
 ShipBot builds the head commit with that version's MLflow folder (skops weights), smoke-tests it with the
-model's input example, and rolls it out to staging, where it serves the registered model. A version moved to
-by an alias is found by reconcile (no event says so); a version that is no servable model is skipped with
-its reason and builds nothing."""
+model's input example, and rolls it out to staging, where it serves the registered model. The version an alias
+is moved to is found by reconcile (no event says so); a version that is no servable model is skipped with
+its reason and builds nothing; the quality gate stops a worse version, and an override ships it."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_a_registered_version_is_built_smoke_tested_with_its_input_example_and_s
                                Ridge(alpha=1.0).fit(X_train, y_train).predict(X_test[:3]), rtol=1e-9)
 
 
-def test_an_alias_moved_to_an_older_version_is_released_by_reconcile(tmp_path, stack_daemons):  # noqa: F811
+def test_an_alias_moved_to_another_version_is_released_by_reconcile(tmp_path, stack_daemons):  # noqa: F811
     name = f"diabetes-{uuid.uuid4().hex[:8]}"
     one = register(name, alias="champion")
     two = register(name, alpha=0.5)

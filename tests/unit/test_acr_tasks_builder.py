@@ -135,7 +135,7 @@ def test_a_failed_run_is_failed_with_acrs_error_the_log_tail_and_a_log_url_witho
     assert "failed during run, err: exit status 1" in build.error
     assert "No matching distribution for numpy==99" in build.error
     assert f"az acr task logs --registry {arm_acr.REGISTRY} --run-id {build_id}" in build.error
-    assert build.log_url == f"{arm_acr.AZURITE_BLOB}/{arm_acr.LOGS}/{build_id}/rawtext.log"
+    assert build.log_url == f"{arm_acr.AZURITE_BLOB}/{arm_acr.LOGS}/{fake.log_blob(build_id)}"
     assert "sig=" not in build.log_url + build.error and "?" not in build.log_url
 
 

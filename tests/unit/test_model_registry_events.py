@@ -188,3 +188,14 @@ def test_a_registration_of_a_model_nobody_follows_is_acknowledged_and_changes_no
 
     assert routed.summary == "ignored: no application follows model churn from the model registry"
     assert not any(world.ledger.list_releases() for world in worlds.values())
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_STAGE": "production"}, "must be Staging or Production"),
+    ({"SHIPBOT_MODEL_ALIAS": "champion"}, "go with SHIPBOT_MODEL_SOURCE=mlflow"),
+    ({"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_ALIAS": "a", "SHIPBOT_MODEL_STAGE": "Staging"}, "not both"),
+    ({"SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_ALIAS": "a b"}, "letters, digits"),
+])
+def test_a_model_selector_in_the_settings_that_makes_no_sense_is_refused_when_read(env, says):
+    with pytest.raises(errors.PermanentError, match=says):
+        Settings.from_env(env)

@@ -220,3 +220,44 @@ apps:
 """)
 
     assert "line 5, apps[app].evaluate.metric" in str(refused.value)
+
+
+def test_a_prediction_that_overflows_the_metric_fails_the_gate_instead_of_the_job(world):
+    release = world.ledger.get_release(ship(world, "1", lambda row: 1e200))
+
+    assert release.status is Status.FAILED
+    assert release.reason.startswith("quality gate: rmse of the candidate's answers: ")
+
+
+def test_a_gate_that_could_not_run_can_be_overridden(world):
+    world.source.commit("c1" * 20, at=T0, files={})  # the evaluation set is missing at the commit
+    failed = ship(world, "1", sum)
+    assert world.ledger.get_release(failed).evaluation.reason.startswith("the evaluation set: ")
+
+    release, job = operations.override(world.engine, failed, by="alice", reason="the set moved; checked by hand")
+    world.run([job])
+
+    assert world.ledger.get_environment("staging").current.release_id == failed
+
+
+def test_a_release_scored_on_other_rows_than_production_says_so_and_passes_on_its_own_figure(world):
+    to_production(world, ship(world, "1", sum))
+    other = CSV + b"50,1,51\n"
+    world.source.commit("c2" * 20, at=T0, files={"eval.csv": other})
+    world.builder.labels = {evaluation.LABEL: spec(other)}
+
+    release = world.ledger.get_release(ship(world, "2", lambda row: sum(row) + 3.0))
+
+    assert release.status is Status.GREEN and release.evaluation.baseline is None
+    assert "was not scored on these rows with rmse" in release.evaluation.reason
+
+
+@pytest.mark.parametrize("changes", [{"batch": 0}, {"batch": "5"}, {"seconds": -1}, {"tolerance": float("nan")},
+                                     {"label": ""}])
+def test_an_image_label_with_unusable_numbers_fails_the_gate_not_the_job(world, changes):
+    world.builder.labels = {evaluation.LABEL: spec().replace("}", "") + "," + ",".join(
+        f'"{k}":{__import__("json").dumps(v)}' for k, v in changes.items()) + "}"}
+
+    release = world.ledger.get_release(ship(world, "1", sum))
+
+    assert release.status is Status.FAILED and "label is unusable" in release.reason

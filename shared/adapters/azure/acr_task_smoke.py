@@ -104,7 +104,8 @@ class AcrTaskSmokeRunner:
         source = self._evaluation_source(evaluation) if evaluation is not None else None
         run_id = self._schedule(ref, expected, wanted, source=source, evaluation=evaluation)
         log.info("smoke run scheduled", extra={"run_id": run_id, "ref": ref, "release_id": expected.release_id})
-        run = self._wait(run_id, deadline=started + self.run_timeout_seconds)
+        extra = evaluation.seconds if evaluation is not None else 0.0  # the evaluation's own budget, on top
+        run = self._wait(run_id, deadline=started + self.run_timeout_seconds + extra)
         status = acr_runs.status_of(run)
 
         def verdict(reason: str, steps: tuple[tuple[str, float], ...] = (), predictions=None) -> ports.Verdict:
@@ -118,7 +119,8 @@ class AcrTaskSmokeRunner:
             if status == acr_runs.QUEUED:
                 raise errors.TransientError(f"ACR Tasks did not start smoke run {run_id} within "
                                             f"{self.run_timeout_seconds:g} s (cancelled)")
-            return verdict(f"smoke run {run_id} did not finish within {self.run_timeout_seconds:g} s (cancelled)")
+            return verdict(f"smoke run {run_id} did not finish within {self.run_timeout_seconds + extra:g} s "
+                           "(cancelled)")
         text = acr_runs.read_log_tail(acr_runs.log_link(self.client, self.resource_group, self.registry_name, run_id),
                                       **({"max_bytes": EVALUATION_LOG_BYTES} if evaluation else {}),
                                       **self.blob_options)
@@ -136,7 +138,7 @@ class AcrTaskSmokeRunner:
             return verdict("" if passed and not reason else reason or "the check failed without a reason", steps,
                            None if reason or predictions is None else tuple(predictions))
         if status == acr_runs.TIMEOUT:
-            return verdict(f"smoke run {run_id} timed out (run timeout {self._run_timeout()} s)")
+            return verdict(f"smoke run {run_id} timed out (run timeout {self._run_timeout(extra)} s)")
         if _NO_IMAGE.search(text):
             raise errors.NotFound(f"image {ref} is not in the registry (smoke run {run_id} could not pull it)")
         message = " ".join(str(getattr(run, "run_error_message", None) or "").split())[:200]
@@ -192,7 +194,8 @@ class AcrTaskSmokeRunner:
         request = models.EncodedTaskRunRequest(
             encoded_task_content=_b64(self.task_yaml(ref, expected, wanted, evaluation=evaluation).encode()),
             values_property=[], source_location=source,
-            timeout=self._run_timeout(), platform=models.PlatformProperties(**acr_runs.PLATFORM),
+            timeout=self._run_timeout(evaluation.seconds if evaluation is not None else 0.0),
+            platform=models.PlatformProperties(**acr_runs.PLATFORM),
             agent_configuration=models.AgentProperties(cpu=self.cpu), is_archive_enabled=False)
         try:
             run = self.client.registries.schedule_run(self.resource_group, self.registry_name, request)
@@ -220,8 +223,8 @@ class AcrTaskSmokeRunner:
         except AzureError:
             log.warning("could not cancel smoke run %s", run_id, exc_info=True)
 
-    def _run_timeout(self) -> int:
-        return max(300, math.ceil(self.run_timeout_seconds))
+    def _run_timeout(self, extra: float = 0.0) -> int:
+        return max(300, math.ceil(self.run_timeout_seconds + extra))
 
 
 def parse_predictions(log_text: str) -> list[Any]:
