@@ -10,6 +10,9 @@ Which version of a registered model makes a release (`Selector`):
 Only READY versions count. `list_models` answers one version per name: the registry says which, not the
 upload time of files.
 
+Artifacts are read where the registry says they are: from the tracking server itself (`mlflow-artifacts:`, a
+server run with --serve-artifacts), or from Azure ML's artifact services (`azureml:`, azureml_artifacts.py).
+
 A version's model is its artifacts (an MLflow model folder: MLmodel, the weights, the input example), and
 `Model.sha256` is their folder digest (shared.modelfiles.folder_digest), so a release is keyed by every byte of
 them. It is computed once, by streaming the files, and cached on the version as the tag `shipbot.sha256`
@@ -33,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -102,12 +105,12 @@ class MlflowModels:
 
     def download(self, model: Model, destination: Path) -> None:
         destination.mkdir(parents=True, exist_ok=True)
-        root, files = self._artifacts(model.name, model.version)
-        digests = []
+        where, files = self._artifacts(model.name, model.version)
+        digests, budget = [], _Budget(self.max_bytes, f"model {model.name}/{model.version}'s artifacts")
         for rel, _size in files:
             target = destination / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            digests.append((rel, self._fetch(root, rel, target)))
+            digests.append((rel, self._fetch(where, rel, target, budget)))
         digest = modelfiles.folder_digest(d for d in digests if d[0] not in modelfiles.SIDECAR_FILES)
         if digest != model.sha256:
             self._tag(model.name, model.version, digest)  # the next listing names the version by its real bytes
@@ -122,22 +125,12 @@ class MlflowModels:
         if not run_id:
             raise errors.NotFound(f"model {model.name}/{model.version} names no run to read {path} from")
         uri = self._get("runs/get", run_id=run_id)["run"]["info"]["artifact_uri"]
-        parts = urlsplit(uri)
-        if parts.scheme != "mlflow-artifacts":
-            raise errors.PermanentError(f"the run of model {model.name}/{model.version} keeps its artifacts at a "
-                                        f"{parts.scheme or 'plain'}: URI; this adapter reads mlflow-artifacts:")
-
-        def once() -> bytes:
-            data = bytearray()
-            for chunk in self._stream(parts.path.strip("/"), path):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise errors.PermanentError(f"{path} of the run of model {model.name}/{model.version} takes "
-                                                f"more than {max_bytes:,} bytes")
-            return bytes(data)
-
         try:
-            return self._retry(once)
+            where = self._where(uri)
+        except errors.PermanentError as e:
+            raise errors.PermanentError(f"the run of model {model.name}/{model.version}: {e}") from None
+        try:
+            return self._read(where, path, max_bytes, f"{path} of the run of model {model.name}/{model.version}")
         except errors.NotFound:
             raise errors.NotFound(f"the run of model {model.name}/{model.version} has no artifact {path}") from None
 
@@ -180,15 +173,13 @@ class MlflowModels:
     def _fingerprint(self, name: str, version: str) -> str:
         """The folder digest of the version's artifacts, streamed (never whole in memory), after checking that
         they are an MLflow model ShipBot can serve."""
-        root, files = self._artifacts(name, version)
+        where, files = self._artifacts(name, version)
         sizes = dict(files)
         if modelfiles.MLMODEL not in sizes:
             raise errors.PermanentError(f"model {name}/{version} has no {modelfiles.MLMODEL} among its artifacts: "
                                         "it is not an MLflow model")
-        if sizes[modelfiles.MLMODEL] > MAX_MLMODEL_BYTES:
-            raise errors.PermanentError(f"model {name}/{version}'s {modelfiles.MLMODEL} takes "
-                                        f"{sizes[modelfiles.MLMODEL]:,} bytes; an MLmodel file is a few KB")
-        mlmodel = self._retry(lambda: b"".join(self._stream(root, modelfiles.MLMODEL)))
+        mlmodel = self._read(where, modelfiles.MLMODEL, MAX_MLMODEL_BYTES,
+                             f"model {name}/{version}'s {modelfiles.MLMODEL} (a few KB at most)")
         try:
             doc = yaml.safe_load(mlmodel)
             if not isinstance(doc, dict) or not isinstance(doc.get("flavors"), dict):
@@ -199,9 +190,10 @@ class MlflowModels:
         if weights not in sizes:
             raise errors.PermanentError(f"model {name}/{version}: MLmodel names {weights} as the model, and the "
                                         "artifacts have no such file")
+        budget = _Budget(self.max_bytes, f"model {name}/{version}'s artifacts")
         return modelfiles.folder_digest(
-            (rel, hashlib.sha256(mlmodel).hexdigest() if rel == modelfiles.MLMODEL else self._fetch(root, rel, None))
-            for rel, _ in files if rel not in modelfiles.SIDECAR_FILES)
+            (rel, hashlib.sha256(mlmodel).hexdigest() if rel == modelfiles.MLMODEL else
+             self._fetch(where, rel, None, budget)) for rel, _ in files if rel not in modelfiles.SIDECAR_FILES)
 
     def _tag(self, name: str, version: str, sha: str) -> None:
         try:
@@ -211,59 +203,71 @@ class MlflowModels:
             log.warning("models: could not cache the sha256 of %s/%s: %s", name, version, e)
 
     # -- artifacts --------------------------------------------------------------------------------------------
-    def _artifacts(self, name: str, version: str) -> tuple[str, list[tuple[str, int]]]:
-        """The version's artifact root and every file under it, (relative path, size), checked against the
-        limits."""
-        root = self._artifact_root(name, version)
-        files: list[tuple[str, int]] = []
-        folders = [""]
-        while folders:
-            folder = folders.pop()
-            path = f"{root}/{folder}".rstrip("/")
-            listing = self._retry(lambda: self._json("GET", f"{self.uri}/api/2.0/mlflow-artifacts/artifacts",
-                                                     params={"path": path}))
-            for entry in listing.get("files") or ():
-                rel = f"{folder}/{entry['path'].rsplit('/', 1)[-1]}".lstrip("/")
-                if not _safe(rel):
-                    raise errors.PermanentError(f"model {name}/{version} has an artifact named {rel[:80]!r}")
-                if entry.get("is_dir"):
-                    folders.append(rel)
-                else:
-                    files.append((rel, int(entry.get("file_size") or 0)))
-            if len(files) > MAX_FILES:
-                raise errors.PermanentError(f"model {name}/{version} has more than {MAX_FILES} artifact files")
+    def _artifacts(self, name: str, version: str) -> tuple[_Artifacts, list[tuple[str, int | None]]]:
+        """Where the version's artifacts are and every file there, (relative path, size when the store says),
+        checked against the limits."""
+        uri = self._get("model-versions/get-download-uri", name=name, version=version)["artifact_uri"]
+        try:
+            where = self._where(uri)
+        except errors.PermanentError as e:
+            raise errors.PermanentError(f"model {name}/{version}: {e}") from None
+        files = where.files()
+        for rel, _ in files:
+            if not _safe(rel):
+                raise errors.PermanentError(f"model {name}/{version} has an artifact named {rel[:80]!r}")
+        if len(files) > MAX_FILES:
+            raise errors.PermanentError(f"model {name}/{version} has more than {MAX_FILES} artifact files")
         if not files:
             raise errors.PermanentError(f"model {name}/{version} has no artifacts")
-        total = sum(size for _, size in files)
+        total = sum(size or 0 for _, size in files)  # unknown sizes are counted while they stream (_Budget)
         if total > self.max_bytes:
             raise errors.PermanentError(f"model {name}/{version}'s artifacts take {total:,} bytes, more than the "
                                         f"{self.max_bytes:,} a release may carry")
-        return root, sorted(files)
+        return where, sorted(files)
 
-    def _artifact_root(self, name: str, version: str) -> str:
-        uri = self._get("model-versions/get-download-uri", name=name, version=version)["artifact_uri"]
-        parts = urlsplit(uri)
-        if parts.scheme != "mlflow-artifacts":
-            raise errors.PermanentError(f"model {name}/{version}'s artifacts are at a {parts.scheme or 'plain'}: "
-                                        "URI; this registry adapter reads mlflow-artifacts: (a server run with "
-                                        "--serve-artifacts)")
-        return parts.path.strip("/")
+    def _where(self, uri: str) -> _Artifacts:
+        """The reader of the artifacts an artifact URI names: the tracking server's own (mlflow-artifacts:), or
+        Azure ML's (azureml:)."""
+        scheme = urlsplit(uri).scheme
+        if scheme == "mlflow-artifacts":
+            return _Served(self, urlsplit(uri).path.strip("/"))
+        if scheme == "azureml":
+            from shared.adapters import azureml_artifacts
 
-    def _stream(self, root: str, rel: str) -> Iterator[bytes]:
-        url = f"{self.uri}/api/2.0/mlflow-artifacts/artifacts/{quote(f'{root}/{rel}')}"
-        with self._send("GET", url) as response:
-            yield from response.iter_bytes(CHUNK_BYTES)
+            def get_json(url: str, params: dict[str, str]) -> dict[str, Any]:  # no params keeps a nextLink's query
+                return self._retry(lambda: self._json("GET", url, params=params or None))
 
-    def _fetch(self, root: str, rel: str, target: Path | None) -> str:
-        """One artifact's sha256, streamed (written to `target` on the way, when given); retried whole on a
-        transient error."""
+            return azureml_artifacts.AzureMLArtifacts(uri, tracking_uri=self.uri, get_json=get_json)
+        raise errors.PermanentError(f"the artifacts are at a {scheme or 'plain'}: URI; this adapter reads "
+                                    "mlflow-artifacts: (a server run with --serve-artifacts) and azureml:")
+
+    def _read(self, where: _Artifacts, rel: str, max_bytes: int, what: str) -> bytes:
+        """One artifact, whole, refused past `max_bytes` (counted as it streams)."""
+        def once() -> bytes:
+            data = bytearray()
+            for chunk in where.stream(rel):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise errors.PermanentError(f"{what} takes more than {max_bytes:,} bytes")
+            return bytes(data)
+
+        return self._retry(once)
+
+    def _fetch(self, where: _Artifacts, rel: str, target: Path | None, budget: _Budget) -> str:
+        """One artifact's sha256, streamed (written to `target` on the way, when given) within `budget`;
+        retried whole on a transient error."""
         def once() -> str:
-            digest = hashlib.sha256()
-            with target.open("wb") if target is not None else contextlib.nullcontext() as out:
-                for chunk in self._stream(root, rel):
-                    digest.update(chunk)
-                    if out is not None:
-                        out.write(chunk)
+            digest, start = hashlib.sha256(), budget.used
+            try:
+                with target.open("wb") if target is not None else contextlib.nullcontext() as out:
+                    for chunk in where.stream(rel):
+                        budget.take(len(chunk))
+                        digest.update(chunk)
+                        if out is not None:
+                            out.write(chunk)
+            except errors.TransientError:
+                budget.used = start  # the retry streams the file again
+                raise
             return digest.hexdigest()
 
         return self._retry(once)
@@ -325,11 +329,62 @@ class MlflowModels:
             retry=tenacity.retry_if_exception_type(errors.TransientError), sleep=self._sleep, reraise=True)(call)
 
 
+class _Artifacts(Protocol):
+    """Where a version's (or a run's) artifacts are: their files, and one file's bytes."""
+
+    def files(self) -> list[tuple[str, int | None]]: ...
+
+    def stream(self, rel: str) -> Iterator[bytes]: ...
+
+
+class _Served:
+    """Artifacts the tracking server serves itself (`mlflow server --serve-artifacts`), under `root`."""
+
+    def __init__(self, models: MlflowModels, root: str) -> None:
+        self._models, self._root = models, root
+
+    def files(self) -> list[tuple[str, int | None]]:
+        files: list[tuple[str, int | None]] = []
+        folders = [""]
+        while folders and len(files) <= MAX_FILES:
+            folder = folders.pop()
+            path = f"{self._root}/{folder}".rstrip("/")
+            models = self._models
+            listing = models._retry(lambda: models._json("GET", f"{models.uri}/api/2.0/mlflow-artifacts/artifacts",
+                                                         params={"path": path}))
+            for entry in listing.get("files") or ():
+                rel = f"{folder}/{str(entry.get('path', '')).rsplit('/', 1)[-1]}".lstrip("/")
+                if entry.get("is_dir") and _safe(rel):
+                    folders.append(rel)
+                else:
+                    files.append((rel, int(entry.get("file_size") or 0)))
+        return files
+
+    def stream(self, rel: str) -> Iterator[bytes]:
+        url = f"{self._models.uri}/api/2.0/mlflow-artifacts/artifacts/{quote(f'{self._root}/{rel}')}"
+        with self._models._send("GET", url) as response:
+            yield from response.iter_bytes(CHUNK_BYTES)
+
+
+class _Budget:
+    """The bytes one version's artifacts may take, counted as they stream (Azure ML lists no sizes)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit, self.what, self.used = limit, what, 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise errors.PermanentError(f"{self.what} take more than the {self.limit:,} bytes a release may carry")
+
+
 def _error(response: httpx.Response, url: str) -> errors.ReleaseError:
     try:
         doc = response.json()
     except ValueError:
         doc = {}
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):  # Azure's {"error": {"code", "message"}}
+        doc = {"error_code": doc["error"].get("code", ""), "message": doc["error"].get("message", "")}
     code = doc.get("error_code", "") if isinstance(doc, dict) else ""
     message = str(doc.get("message", "") if isinstance(doc, dict) else "")[:200]
     what = f"MLflow {_path(url)} answered {response.status_code}{f' {code}' if code else ''}" + \

@@ -204,3 +204,24 @@ apps:
     environments:
       - {name: dev, target: {kind: kubernetes, namespace: d, deployment: app, cluster: "https://eu.example"}, rule: on_green}
 """)
+
+
+def test_an_azure_ml_workspace_registry_is_called_over_https_with_a_resource_manager_token(azure):
+    from shared.adapters import mlflow_models
+
+    tracking = ("westeurope.api.azureml.ms/mlflow/v2.0/subscriptions/00000000-0000-0000-0000-0000000000aa/"
+                "resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw")
+    settings = Settings.from_env({**azure, "SHIPBOT_MODEL_SOURCE": "mlflow", "SHIPBOT_MODEL_ALIAS": "champion",
+                                  "SHIPBOT_MLFLOW_URI": f"azureml://{tracking}"})
+    parts = wiring._Parts(settings)
+    scopes: list[str] = []
+    parts.__dict__["credential"] = type("Credential", (), {"get_token": lambda self, scope: (
+        scopes.append(scope), type("Token", (), {"token": "entra"})())[1]})()
+
+    models = parts.models_of(fleet.single(settings).apps[0])
+
+    assert isinstance(models, mlflow_models.MlflowModels)
+    assert models.uri == f"https://{tracking}"
+    assert models.selector == mlflow_models.Selector(alias="champion")
+    assert models._token() == "entra"
+    assert scopes == ["https://management.azure.com/.default"]
