@@ -1,5 +1,6 @@
 """The default Azure ML entry script: serves one scikit-learn/joblib or ONNX model, chosen by file type, or an
-MLflow model folder by its MLmodel (sklearn or onnx flavour; its input example is the warm-up request).
+MLflow model folder by its MLmodel (sklearn or onnx flavour, or any python_function through MLflow's own loader;
+its input example is the warm-up request).
 
 Azure ML contract: init() loads the model from AZUREML_MODEL_DIR; run(raw_data) takes the request body as a
 JSON string, {"data": [[f1, f2, ...], ...]}, and returns {"result": [...]}, one prediction per row.
@@ -24,7 +25,7 @@ from model_api.errors import InvalidInput, ScoringTimeout
 
 NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool and strings are refused, not coerced
 
-_model: SklearnModel | OnnxModel | None = None
+_model: SklearnModel | OnnxModel | PyfuncModel | None = None
 _example: dict[str, Any] | None = None  # an MLflow model's input example, as a /score body
 
 
@@ -74,6 +75,33 @@ class OnnxModel:
         return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
 
 
+class PyfuncModel:
+    """An MLflow python_function model (a custom PythonModel, or a flavour model_api has no loader of its own
+    for), loaded by MLflow itself (mlflow-skinny, with the model's requirements). Rows go in as a DataFrame with
+    the signature's columns, or as the matrix when the signature names none."""
+
+    platform = "mlflow_pyfunc"
+    _DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
+
+    def __init__(self, folder: Path, columns: list[tuple[str, str]] | None) -> None:
+        import mlflow.pyfunc
+
+        self.model = mlflow.pyfunc.load_model(str(folder))
+        self.columns = [name for name, _ in columns or ()]
+        self.dtypes = {name: self._DTYPES[kind] for name, kind in columns or () if kind in self._DTYPES}
+        self.n_features = len(self.columns) or None
+        self.input_name, self.output_name = "input-0", "output-0"
+        self.input_dtype = self.output_dtype = np.dtype(np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.columns:  # as the signature says: a whole number sent as 3.0 is a long column's 3
+            import pandas as pd
+
+            x = pd.DataFrame(x, columns=self.columns).astype(self.dtypes)
+        y = np.asarray(self.model.predict(x))
+        return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
+
 def find_model_file(model_dir: Path) -> Path:
     """The one model file under model_dir (Azure ML may nest it in a sub-folder)."""
     found = runtimes.model_files(model_dir)
@@ -91,8 +119,12 @@ def init() -> None:
     if folder is not None:  # an MLflow model: MLmodel names the flavour and the weights
         mlmodel = mlflow_model.read(folder)
         found = mlflow_model.flavour(folder, mlmodel)
-        _model = (OnnxModel(found.path) if found.runtime == "onnx"
-                  else SklearnModel(found.path, estimator=mlflow_model.load_sklearn(found)))
+        if found.runtime == "pyfunc":
+            _model = PyfuncModel(folder, mlflow_model.columns(mlmodel))
+        elif found.runtime == "onnx":
+            _model = OnnxModel(found.path)
+        else:
+            _model = SklearnModel(found.path, estimator=mlflow_model.load_sklearn(found))
         _example = mlflow_model.example_request(folder, mlmodel)
         return
     path = find_model_file(model_dir)

@@ -14,13 +14,14 @@ from typing import Any, NamedTuple
 
 MLMODEL = "MLmodel"
 SKLEARN_FORMATS = ("pickle", "cloudpickle", "skops")
-SERVED = "sklearn (pickle, cloudpickle or skops) and onnx"
+SERVED = "sklearn (pickle, cloudpickle or skops), onnx, and any python_function with its requirements.txt"
+REQUIREMENTS = "requirements.txt"
 
 
 class Flavour(NamedTuple):
-    runtime: str          # sklearn | onnx
-    path: Path            # the weights
-    serialization: str    # pickle | cloudpickle | skops | onnx
+    runtime: str          # sklearn | onnx | pyfunc
+    path: Path            # the weights (a pyfunc's requirements.txt: MLflow's loader knows its own files)
+    serialization: str    # pickle | cloudpickle | skops | onnx | pyfunc
     trusted: tuple[str, ...] = ()
 
 
@@ -60,6 +61,8 @@ def flavour(folder: Path, mlmodel: dict[str, Any]) -> Flavour:
                        tuple(str(t) for t in trusted) if isinstance(trusted, list) else ())
     if isinstance(onnx, dict):
         return Flavour("onnx", _inside(folder, onnx.get("data"), "onnx.data"), "onnx")
+    if isinstance(pyfunc.get("loader_module"), str) and pyfunc["loader_module"]:
+        return Flavour("pyfunc", folder / REQUIREMENTS, "pyfunc")
     named = ", ".join(sorted(flavors)) or "none"
     loader = pyfunc.get("loader_module")
     raise ValueError(f"the MLflow model's flavours ({named}{f'; python_function loader {loader}' if loader else ''})"
@@ -85,6 +88,22 @@ def load_sklearn(found: Flavour) -> Any:
 
     with found.path.open("rb") as f:
         return pickle.load(f)
+
+
+def columns(mlmodel: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The input columns of a column-based signature, (name, MLflow type) in order; None for a tensor signature
+    or none."""
+    signature = mlmodel.get("signature")
+    try:
+        inputs = json.loads(signature.get("inputs") or "null") if isinstance(signature, dict) else None
+    except ValueError:
+        return None
+    if not isinstance(inputs, list) or not inputs:
+        return None
+    found = [(entry.get("name"), entry.get("type")) for entry in inputs
+             if isinstance(entry, dict) and entry.get("type") != "tensor"]
+    ok = len(found) == len(inputs) and all(isinstance(n, str) and isinstance(t, str) for n, t in found)
+    return [(str(n), str(t)) for n, t in found] if ok else None
 
 
 def example_request(folder: Path, mlmodel: dict[str, Any]) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 `write` (model only): ShipBot's scoring service around the model,
 
-    model_api/    the scoring service, from the release's source
+    model_api/    the scoring service, from the release's source (and, for an MLflow python_function model, the
+                  requirements-pyfunc.txt made of the model's requirements)
     model/        the model folder: model file, sample-request.json, sample-response.json
 
 `write_score` (shipbot.toml [serve]): ShipBot's model_api/ around the app's score.py, which goes in as app/
@@ -29,29 +30,36 @@ from shared import modelfiles
 SKIP = {"__pycache__", ".pytest_cache", ".git"}
 
 
-def write(out: BinaryIO, *, source: Path, model: Path) -> None:
-    """Write the context tar for source (a tree holding model_api/) and model (a folder) to out."""
+def write(out: BinaryIO, *, source: Path, model: Path, extra: dict[str, str] | None = None) -> None:
+    """Write the context tar for source (a tree holding model_api/) and model (a folder) to out; `extra`:
+    files ShipBot generated, by their path in the context."""
     if not (source / "model_api" / "Dockerfile").is_file():
         raise FileNotFoundError(f"{source} has no model_api/Dockerfile")
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_tree(tar, source / "model_api", "model_api")
         _add_tree(tar, model, "model")
+        _add_texts(tar, extra or {})
 
 
 def write_score(out: BinaryIO, *, model_api: Path, app: Path, model: Path, dockerfile: str,
-                requirements: list[str]) -> None:
+                requirements: list[str], extra: dict[str, str] | None = None) -> None:
     """Write the context of a score.py app: ShipBot's model_api/, the app's repository as app/, the model as
     model/, and under shipbot/ the Dockerfile and the app's pip requirements ShipBot generated."""
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_tree(tar, model_api, "model_api")
         _add_tree(tar, app, "app")
         _add_tree(tar, model, "model")
-        for name, text in (("shipbot/Dockerfile", dockerfile),
-                           ("shipbot/app-requirements.txt", "".join(f"{line}\n" for line in requirements))):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
+        _add_texts(tar, {"shipbot/Dockerfile": dockerfile,
+                         "shipbot/app-requirements.txt": "".join(f"{line}\n" for line in requirements),
+                         **(extra or {})})
+
+
+def _add_texts(tar: tarfile.TarFile, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        data = text.encode()
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
 
 
 def write_app(out: BinaryIO, *, context: Path, model: Path, model_path: str) -> None:

@@ -36,6 +36,7 @@ from shared import buildcontext, contract, errors, evaluation, manifest, modelfi
 MODEL_API = Path(__file__).resolve().parents[1] / "model_api"  # ShipBot's own, as data: never imported
 DOCKERFILE = "model_api/Dockerfile"
 SCORE_DOCKERFILE = "shipbot/Dockerfile"
+PYFUNC_REQUIREMENTS = "model_api/requirements-pyfunc.txt"  # an MLflow python_function model's, as the image takes them
 MANIFEST_LABEL = "dev.shipbot.manifest.sha256"  # the effective manifest (and Dockerfile) that built the image
 # What goes on top of model_api's Dockerfile for a score.py app: its requirements, its tree, its entry script.
 SCORE_LAYERS = """
@@ -81,6 +82,8 @@ def plan(inputs: Inputs) -> Plan:
         runtimes = modelfiles.runtimes_for(inputs.model_dir)
         if modelfiles.is_mlflow(inputs.model_dir):
             _mlflow_sample(inputs.model_dir)
+        extra = {PYFUNC_REQUIREMENTS: modelfiles.pyfunc_requirements(inputs.model_dir)} \
+            if modelfiles.PYFUNC_RUNTIME in runtimes else {}
     except ValueError as e:
         raise errors.BuildFailed(f"model {inputs.model_name}/{inputs.model_version}: {e}") from None
     if inputs.model_sha256 is not None and sha256 != inputs.model_sha256:
@@ -89,11 +92,12 @@ def plan(inputs: Inputs) -> Plan:
     created = inputs.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     app = manifest.load(inputs.source)
     gate = {evaluation.LABEL: evaluation_label(app, inputs.source)} if app.evaluate is not None else {}
-    planned = _plan(inputs, app, sha256, runtimes, created)
+    planned = _plan(inputs, app, sha256, runtimes, created, extra)
     return planned._replace(labels={**planned.labels, **gate}) if gate else planned
 
 
-def _plan(inputs: Inputs, app: manifest.Manifest, sha256: str, runtimes: tuple[str, ...], created: str) -> Plan:
+def _plan(inputs: Inputs, app: manifest.Manifest, sha256: str, runtimes: tuple[str, ...], created: str,
+          extra: dict[str, str]) -> Plan:
     if app.shape == "image":
         return _own_image(inputs, app, sha256, created)
     args = {
@@ -103,15 +107,15 @@ def _plan(inputs: Inputs, app: manifest.Manifest, sha256: str, runtimes: tuple[s
         "BUILD_ID": inputs.build_id, "RELEASE_ID": inputs.release_id, "CREATED": created,
     }
     if app.shape == "model":
-        return Plan(lambda out: buildcontext.write(out, source=inputs.source, model=inputs.model_dir), DOCKERFILE,
-                    args, None, {}, sha256, app.shape)
+        return Plan(lambda out: buildcontext.write(out, source=inputs.source, model=inputs.model_dir, extra=extra),
+                    DOCKERFILE, args, None, {}, sha256, app.shape)
     assert app.serve is not None
     requirements = manifest.pip_requirements(inputs.source, app.serve)
     dockerfile = score_dockerfile(app.serve)
     label = smoke_label(app, repo=inputs.source, model_dir=inputs.model_dir)
     return Plan(lambda out: buildcontext.write_score(out, model_api=MODEL_API, app=inputs.source,
                                                      model=inputs.model_dir, dockerfile=dockerfile,
-                                                     requirements=requirements),
+                                                     requirements=requirements, extra=extra),
                 SCORE_DOCKERFILE, args, None, {contract.LABEL: label, MANIFEST_LABEL: app.fingerprint(inputs.source)},
                 sha256, app.shape)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,16 +35,24 @@ MLFLOW_RUNTIME = "mlflow"  # what an MLflow folder needs on top of its flavour's
 # They travel with a model (model_api's sample request and response) but are not the model.
 SIDECAR_FILES = frozenset({"sample-request.json", "sample-response.json"})
 SKLEARN_FORMATS = ("pickle", "cloudpickle", "skops")  # mlflow.sklearn's serialization formats
-SERVED = "sklearn (pickle, cloudpickle or skops) and onnx"
+SERVED = "sklearn (pickle, cloudpickle or skops), onnx, and any python_function with its requirements.txt"
+PYFUNC_RUNTIME = "pyfunc"  # a python_function model loaded by MLflow itself, with the model's own requirements
+REQUIREMENTS = "requirements.txt"  # what MLflow writes beside a model: the packages its loader needs
+# A pyfunc image installs the model's requirements with model_api's server; these are pinned when the model's
+# requirements leave them out (pandas: pyfunc's input; numpy: model_api's and everything's).
+PYFUNC_DEFAULTS = {"numpy": "numpy==2.4.6", "pandas": "pandas==3.1.1"}
+_REQUIREMENT = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9,._ -]*\])?"
+                          r"(?P<rest>\s*(?:(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(?:;[^#]*)?)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Flavour:
     """The MLflow flavour model_api serves an MLflow folder with."""
 
-    runtime: str          # sklearn | onnx
-    path: str             # the weights, relative to the folder
-    serialization: str    # pickle | cloudpickle | skops | onnx
+    runtime: str          # sklearn | onnx | pyfunc
+    path: str             # the file it cannot do without, relative to the folder: the weights (a pyfunc's
+                          # requirements.txt: the loader itself knows its files)
+    serialization: str    # pickle | cloudpickle | skops | onnx | pyfunc
     trusted: tuple[str, ...] = ()  # skops: the types MLmodel says to trust beyond skops' defaults
 
 
@@ -59,7 +68,8 @@ def runtimes_for(model_dir: Path) -> tuple[str, ...]:
     """The runtimes the model needs; all of them when there is nothing to go by. An MLflow folder's flavour
     decides (ValueError when model_api serves none of its flavours)."""
     if is_mlflow(model_dir):
-        return (flavour(read_mlmodel(model_dir)).runtime, MLFLOW_RUNTIME)
+        runtime = flavour(read_mlmodel(model_dir)).runtime
+        return (runtime,) if runtime == PYFUNC_RUNTIME else (runtime, MLFLOW_RUNTIME)
     found = {BY_SUFFIX[p.suffix.lower()] for p in model_files(model_dir)}
     return tuple(r for r in ALL if r in found) or ALL
 
@@ -125,10 +135,36 @@ def flavour(mlmodel: dict[str, Any]) -> Flavour:
                        tuple(str(t) for t in trusted) if isinstance(trusted, list) else ())
     if isinstance(onnx, dict):
         return Flavour("onnx", _relative(onnx.get("data"), "onnx.data"), "onnx")
+    if isinstance(pyfunc.get("loader_module"), str) and pyfunc["loader_module"]:
+        return Flavour(PYFUNC_RUNTIME, REQUIREMENTS, PYFUNC_RUNTIME)
     named = ", ".join(sorted(flavors)) or "none"
     loader = pyfunc.get("loader_module")
     raise ValueError(f"the MLflow model's flavours ({named}{f'; python_function loader {loader}' if loader else ''})"
                      f" are not served; model_api serves {SERVED}")
+
+
+def pyfunc_requirements(model_dir: Path) -> str:
+    """The pip requirements a pyfunc image installs for the model: its requirements.txt, with `mlflow` read as
+    `mlflow-skinny` of the same version (the loader without the tracking server) and numpy and pandas pinned
+    when it leaves them out. ValueError names a line that is not a plain requirement (pip options such as
+    --index-url, -r or -e, URLs and paths are refused: they would reach beyond PyPI or the folder)."""
+    lines, named = [], set()
+    text = (model_dir / REQUIREMENTS).read_text(encoding="utf-8", errors="replace")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _REQUIREMENT.fullmatch(line)
+        if match is None:
+            raise ValueError(f"{REQUIREMENTS} line {number} ({line[:60]!r}) is not a plain requirement; pip options, "
+                             "URLs and paths are not installed")
+        name = match["name"].lower().replace("_", "-")
+        named.add(name)
+        lines.append(f"mlflow-skinny{match['rest']}" if name == "mlflow" else line)
+    if "mlflow" not in named and "mlflow-skinny" not in named:
+        raise ValueError(f"{REQUIREMENTS} does not name mlflow, which loads a python_function model")
+    lines += [pin for name, pin in PYFUNC_DEFAULTS.items() if name not in named]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _relative(path: Any, key: str) -> str:

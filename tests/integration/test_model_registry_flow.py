@@ -129,6 +129,28 @@ def test_a_version_that_is_no_mlflow_model_builds_nothing_and_the_log_says_why(r
     assert bot.environments()["staging"]["current"]["release_id"] == release["id"]
 
 
+def test_a_custom_pyfunc_version_is_built_with_its_own_requirements_and_served_by_mlflows_loader(registry_bot):
+    """A python_function model with code of its own (tests/fixtures/mlflow/pyfunc-custom: a PythonModel that clips
+    a Ridge's answers): the image installs mlflow-skinny and the model's pins, and MLflow loads the model."""
+    bot, name = registry_bot
+    folder = ROOT / "tests" / "fixtures" / "mlflow" / "pyfunc-custom"
+
+    version = register_files(name, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+
+    release = bot.wait_release(lambda r: (r.get("model") or {}).get("version") == version, what="the pyfunc release")
+    settled = bot.wait_settled(release["id"])
+    assert settled["status"] == "green", settled.get("reason")
+    bot.wait_running("staging", release["id"])
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)  # the fixture's Ridge was fitted on the same rows (as a DataFrame)
+    expected = np.clip(Ridge(alpha=0.5).fit(X, y).predict(X[:5]), 25.0, 346.0)
+    np.testing.assert_allclose(predictions(bot.ports["staging"], X[:5].tolist()), expected, rtol=1e-9)
+    extreme = predictions(bot.ports["staging"], [[1.0] * 10])  # far outside the data: the model's own code clips it
+    assert extreme == [346.0]
+
+
 def test_the_quality_gate_stops_a_worse_registered_version_and_an_override_lets_it_go_on(tmp_path, stack_daemons):  # noqa: F811
     """samples/mlflow-app's gate (rmse on held-out rows, tolerance 0.5) on the real stack: the first version is
     the baseline in production, a worse one fails with both figures and goes nowhere, an override ships it."""

@@ -62,8 +62,8 @@ def test_the_package_carries_model_api_as_data_with_its_dockerfile_and_requireme
     from shared import buildplan
 
     assert buildplan.MODEL_API == ROOT / "model_api"
-    for name in ("Dockerfile", "requirements.txt", "requirements-sklearn.txt", "requirements-onnx.txt",
-                 "requirements-mlflow.txt"):
+    for name in ("Dockerfile", "requirements.txt", "requirements-server.txt", "requirements-sklearn.txt",
+                 "requirements-onnx.txt", "requirements-mlflow.txt"):
         assert any(Path(name).match(pattern) for pattern in data), name
 
 
@@ -98,6 +98,10 @@ def test_the_core_and_model_api_agree_on_mlflow_flavours_and_input_examples(tmp_
         "onnx": lambda d: d.update(flavors={"onnx": {"data": "model.onnx"}}),
         "pyfunc-onnx": lambda d: d.update(flavors={"python_function": {"loader_module": "mlflow.onnx",
                                                                        "data": "m.onnx"}}),
+        "pyfunc-custom": lambda d: d.update(flavors={"python_function": {"loader_module": "mlflow.pyfunc.model",
+                                                                         "python_model": "python_model.pkl"}}),
+        "pyfunc-xgboost": lambda d: d.update(flavors={"python_function": {"loader_module": "mlflow.xgboost"},
+                                                      "xgboost": {"data": "model.xgb"}}),
         "trusted": lambda d: d["flavors"]["sklearn"].update(skops_trusted_types=["_operator.neg"]),
         "unknown": lambda d: d.update(flavors={"keras": {}}),
         "bad-format": lambda d: d["flavors"]["sklearn"].update(serialization_format="joblib"),

@@ -79,13 +79,13 @@ def test_an_onnx_flavour_is_served_by_onnxruntime(serve, tmp_path, onnx_dir, rid
 
 
 @pytest.mark.parametrize("change, says", [
+    (lambda doc: doc.update(flavors={"pytorch": {"model_data": "data"}}), "flavours (pytorch) are not served"),
     (lambda doc: doc.update(flavors={"pytorch": {"model_data": "data"}, "python_function": {
-        "loader_module": "mlflow.pytorch"}}), "flavours (python_function, pytorch; python_function loader "
-                                              "mlflow.pytorch) are not served"),
+        "loader_module": "mlflow.pytorch"}}), "No module named 'mlflow'"),  # an image built without MLflow
     (lambda doc: doc["flavors"]["sklearn"].update(serialization_format="joblib"), "'joblib' is not served"),
     (lambda doc: doc["flavors"]["sklearn"].update(pickled_model="../../etc/passwd"), "must name a file inside"),
     (lambda doc: doc.pop("flavors"), "has no `flavors` mapping"),
-], ids=["pytorch", "unknown-format", "path-outside", "no-flavours"])
+], ids=["pytorch", "pyfunc-without-mlflow", "unknown-format", "path-outside", "no-flavours"])
 def test_an_mlflow_model_model_api_cannot_serve_is_not_ready_and_says_why(serve, tmp_path, change, says):
     folder = mlflow_copy(tmp_path, "sklearn-skops")
     doc = yaml.safe_load((folder / "MLmodel").read_text())

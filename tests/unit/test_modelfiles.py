@@ -121,3 +121,59 @@ def test_an_input_example_becomes_rows_of_numbers_or_nothing(tmp_path, example, 
     request = modelfiles.example_request(tmp_path, mlmodel)
 
     assert request == ({"data": rows} if rows is not None else None)
+
+
+# -- a custom python_function: MLflow loads it, with the model's own requirements ---------------------------------
+@pytest.fixture
+def pyfunc_dir(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(FIXTURES / "pyfunc-custom", tmp_path / "model"))
+
+
+def test_a_custom_pyfunc_model_needs_only_the_pyfunc_runtime_and_its_plan_carries_its_requirements(pyfunc_dir):
+    import io
+    import tarfile
+
+    assert modelfiles.runtimes_for(pyfunc_dir) == ("pyfunc",)
+    planned = plan(pyfunc_dir)
+    buffer = io.BytesIO()
+    planned.write(buffer)
+    with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tar:
+        requirements = tar.extractfile(buildplan.PYFUNC_REQUIREMENTS).read().decode().splitlines()
+        names = tar.getnames()
+
+    assert planned.build_args["MODEL_RUNTIMES"] == "pyfunc"
+    assert requirements[0] == "mlflow-skinny==3.17.0"
+    assert "cloudpickle==3.1.3" in requirements and "pandas==3.1.1" in requirements
+    assert "model/python_model.pkl" in names and "model/sample-request.json" in names
+
+
+@pytest.mark.parametrize("lines, expect", [
+    ("mlflow[extras]==3.1.0\n# a comment\n\nscikit-learn>=1.5,<2  # inline\n",
+     ["mlflow-skinny==3.1.0", "scikit-learn>=1.5,<2", "numpy==2.4.6", "pandas==3.1.1"]),
+    ("mlflow-skinny==3.17.0\nnumpy==1.26.4\n", ["mlflow-skinny==3.17.0", "numpy==1.26.4", "pandas==3.1.1"]),
+    ("mlflow==3.17.0\nxgboost==3.0.0; python_version >= '3.10'\n",
+     ["mlflow-skinny==3.17.0", "xgboost==3.0.0; python_version >= '3.10'", "numpy==2.4.6", "pandas==3.1.1"]),
+], ids=["extras-comments", "own-numpy", "marker"])
+def test_a_pyfunc_models_requirements_are_read_as_pip_takes_them(tmp_path, lines, expect):
+    (tmp_path / "requirements.txt").write_text(lines)
+
+    assert modelfiles.pyfunc_requirements(tmp_path).splitlines() == expect
+
+
+@pytest.mark.parametrize("line", ["--index-url https://evil.example/simple", "-r other.txt",
+                                  "-e git+https://x/y#egg=y", "pkg @ https://x/pkg.whl", "./wheels/pkg.whl"])
+def test_a_pyfunc_requirement_that_reaches_beyond_pypi_fails_the_build_with_its_line(pyfunc_dir, line):
+    (pyfunc_dir / "requirements.txt").write_text(f"mlflow==3.17.0\n{line}\n")
+
+    with pytest.raises(errors.BuildFailed, match=r"requirements.txt line 2 .* is not a plain requirement"):
+        plan(pyfunc_dir)
+
+
+def test_a_pyfunc_model_without_requirements_or_mlflow_in_them_fails_its_build(pyfunc_dir):
+    (pyfunc_dir / "requirements.txt").write_text("numpy==2.4.6\n")
+    with pytest.raises(errors.BuildFailed, match="does not name mlflow"):
+        plan(pyfunc_dir)
+
+    (pyfunc_dir / "requirements.txt").unlink()
+    with pytest.raises(errors.BuildFailed, match="names requirements.txt as the model"):
+        plan(pyfunc_dir)
