@@ -9,6 +9,8 @@ stands for https://dev.azure.com/{organization}. Under /{organization}/{project}
     GET commits/{id}?api-version=7.1                   200 a GitCommit: commitId, treeId, parents, author and
                                                        committer {name, email, date}, comment, url, remoteUrl,
                                                        _links; 404 for an id that is no commit
+    GET items?path=/{path}&versionDescriptor...&$format=json|octetStream   an item's metadata (objectId,
+                                                 gitObjectType, isFolder for a folder), or a blob's bytes
     GET items?path=/&versionDescriptor.version={sha}&versionDescriptor.versionType=commit&$format=zip
         &download=true&api-version=7.1                 200 application/zip: `git archive --format=zip {sha}`,
                                                        members at the zip's root (no top folder); 404 as above
@@ -95,6 +97,9 @@ class FakeAzureRepos(git_hosting.Fake):
                                          "GitUnresolvableToCommitException"))
         elif match[4] is not None:
             handler.send_json(200, self._commit(resolved))
+        elif query.get("$format") in ("json", "octetStream") and query.get("path", "/") != "/" and \
+                query.get("versionDescriptor.versionType") == "commit":
+            self._item(handler, resolved, query["path"], raw=query["$format"] == "octetStream")
         elif query.get("$format") == "zip" and query.get("path") == "/" and \
                 query.get("versionDescriptor.versionType") == "commit":
             handler.send_bytes(200, self.archive(resolved, format="zip"), "application/zip",
@@ -105,6 +110,19 @@ class FakeAzureRepos(git_hosting.Fake):
                                          "InvalidArgumentValueException"))
 
     # -- pieces ---------------------------------------------------------------------------------------------
+    def _item(self, handler: git_hosting.Handler, sha: str, path: str, *, raw: bool) -> None:
+        entry = self.repo.entry(sha, path.lstrip("/"))
+        if entry is None:
+            handler.send_json(404, error(f"TF401174: The item '{path}' could not be found in the repository "
+                                         f"'{self.name}' at the version specified by '<Commit: {sha}>'",
+                                         "GitItemNotFoundException"))
+        elif raw and entry[0] == "blob":
+            handler.send_bytes(200, self.repo.blob(entry[1]), "application/octet-stream")
+        else:
+            item = {"objectId": entry[1], "gitObjectType": entry[0], "commitId": sha, "path": path,
+                    "url": f"{self._url()}/items?path={path}"}
+            handler.send_json(200, {**item, "isFolder": True} if entry[0] == "tree" else item)
+
     def _authenticate(self, header: str | None) -> tuple[int, bytes] | None:
         if not self.token and not self.bearer_tokens:
             return None

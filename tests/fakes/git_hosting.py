@@ -66,6 +66,18 @@ class GitRepo:
     def archive(self, sha: str, *, format: str, prefix: str = "") -> bytes:
         return self.git("archive", f"--format={format}", f"--prefix={prefix}", sha)
 
+    def entry(self, sha: str, path: str) -> tuple[str, str, int] | None:
+        """(blob | tree, object id, size) of `path` at `sha`, as `git ls-tree -l` says; None if it has none."""
+        found = subprocess.run(["git", "-C", str(self.path), "ls-tree", "-l", "--full-tree", sha, "--", path],
+                               check=False, capture_output=True, env=GIT_ENV)
+        fields = found.stdout.decode().split(maxsplit=4) if found.returncode == 0 else []
+        if len(fields) < 5 or fields[4].rstrip("\n") != path.strip("/"):
+            return None
+        return fields[1], fields[2], int(fields[3]) if fields[3].isdigit() else 0
+
+    def blob(self, object_id: str) -> bytes:
+        return self.git("cat-file", "blob", object_id)
+
 
 class Handler(BaseHTTPRequestHandler):
     """Records the request, then gives it to `self.server.fake.answer(self, server_name, path, query)`."""

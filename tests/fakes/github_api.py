@@ -10,6 +10,8 @@ API server (`fake.api_url`), for the one repository `{owner}/{name}`:
                                                  author, committer, parents, stats, files;
                                                  422 {"message": "No commit found for SHA: {sha}"} for a
                                                  well-formed id that is no commit
+    GET /repos/{owner}/{name}/contents/{path}?ref={sha}   200 a file's entry {type, size, ...} (a folder: a
+                                                 list); with Accept: application/vnd.github.raw+json its bytes
     GET /repos/{owner}/{name}/tarball/{ref}      302, Location: {codeload}/{owner}/{name}/legacy.tar.gz/{sha}
                                                  ?token=<short-lived>, as for a private repository
     anything else, or an unknown branch          404 {"message": "Not Found", "documentation_url": ..., "status"}
@@ -31,6 +33,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from tests.fakes import git_hosting
 
@@ -84,6 +87,8 @@ class FakeGitHub(git_hosting.Fake):
                                   self._rate_headers())
                 return
             handler.send_json(200, self._commit(sha), self._rate_headers())
+        elif kind == "contents" and rest:
+            self._contents(handler, unquote(rest), query.get("ref", ""))
         elif kind == "tarball" and rest:
             sha = self.repo.resolve(rest) if SHA.fullmatch(rest) else self.repo.resolve(f"refs/heads/{rest}")
             if sha is None:
@@ -97,6 +102,25 @@ class FakeGitHub(git_hosting.Fake):
             handler.send_json(404, NOT_FOUND, self._rate_headers())
 
     # -- pieces ---------------------------------------------------------------------------------------------
+    def _contents(self, handler: git_hosting.Handler, path: str, ref: str) -> None:
+        """A file's entry (JSON), or its bytes with the raw media type; a folder's listing; 404 otherwise."""
+        sha = self.repo.resolve(ref) if SHA.fullmatch(ref) else None
+        if sha is None:
+            handler.send_json(404, {**NOT_FOUND, "message": f"No commit found for the ref {ref}"},
+                              self._rate_headers())
+            return
+        entry = self.repo.entry(sha, path)
+        if entry is None:
+            handler.send_json(404, NOT_FOUND, self._rate_headers())
+        elif entry[0] == "tree":
+            handler.send_json(200, [], self._rate_headers())  # a folder: its entries (none listed here)
+        elif handler.headers.get("Accept") == "application/vnd.github.raw+json":
+            handler.send_bytes(200, self.repo.blob(entry[1]), "application/vnd.github.raw", self._rate_headers())
+        else:
+            handler.send_json(200, {"type": "file", "encoding": "base64", "size": entry[2],
+                                    "name": path.rsplit("/", 1)[-1], "path": path, "sha": entry[1]},
+                              self._rate_headers())
+
     def _authenticate(self, header: str | None) -> tuple[int, Any] | None:
         if not self.token:
             return None

@@ -455,3 +455,21 @@ def test_azure_repos_picks_the_exact_branch_among_the_prefix_matches(azure, repo
         source.get_head("rel")
     assert azure.fake.requests[0].query["filter"] == "heads/release"
 
+
+
+# -- one file ---------------------------------------------------------------------------------------------------
+def test_read_file_asks_for_that_file_alone_and_never_for_an_archive(host, repo):
+    source = host.source()
+
+    assert source.read_file(repo.release_2, "app.py", max_bytes=100) == b"print('hello again')\n"
+
+    targets = [r.target for r in host.fake.requests]
+    assert len(targets) == 2, targets  # the entry (is it a file?), then its bytes
+    assert not [t for t in targets if "tarball" in t or "format=zip" in t]
+
+
+def test_read_file_refuses_a_path_that_climbs_out_without_a_request(idle_host):
+    source = idle_host.source()
+    for path in ("../etc/passwd", "/etc/passwd", "a/../../b", "", "a\\b"):
+        with pytest.raises(errors.NotFound, match="not a path in the repository"):
+            source.read_file("0" * 40, path, max_bytes=100)

@@ -8,6 +8,8 @@ https URL; GitSource serves a local checkout. Under {api}/{project}/_apis/git/re
     get_commit(sha)       GET commits/{sha}                   404 -> NotFound
     archive(sha, dir)     GET items?path=/&versionDescriptor.version={sha}&versionDescriptor.versionType=commit
                               &$format=zip&download=true      the tree as a zip, its members at the root
+    read_file(sha, path)  GET items?path=/{path}&...&$format=json         the item: a blob, not a folder;
+                          GET items?path=/{path}&...&$format=octetStream  its bytes
 
 Branch names and shas are checked with GitSource's patterns before any request. `archive` asks for the commit
 first (NotFound before anything is written), then spools the zip to a temporary file (a zip is read from its
@@ -154,7 +156,19 @@ class AzureReposSource:
             self._api.retry(download)
 
     def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
-        return hosted_git.read_via_archive(self, sha, path, max_bytes=max_bytes)
+        """One file at `sha` (the quality gate's data set): the item's metadata says it is a file (a blob),
+        then `$format=octetStream` streams its bytes (no archive)."""
+        hosted_git.require_sha(sha)
+        rel = hosted_git.require_path(path, sha)
+        params = {"path": f"/{rel}", "versionDescriptor.version": sha, "versionDescriptor.versionType": "commit",
+                  "api-version": API_VERSION}
+        what, missing = f"{rel} at {sha[:12]}", f"commit {sha[:12]} has no file {rel}"
+        item = self._api.get_json(f"{self._path}/items", params={**params, "$format": "json"}, what=what,
+                                  missing=missing)
+        if not isinstance(item, dict) or item.get("isFolder") or item.get("gitObjectType") != "blob":
+            raise errors.NotFound(missing)
+        return self._api.get_bytes(f"{self._path}/items", params={**params, "$format": "octetStream"}, what=what,
+                                   missing=missing, max_bytes=max_bytes)
 
     def close(self) -> None:
         self._api.close()

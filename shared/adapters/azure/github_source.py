@@ -4,6 +4,8 @@ URL; GitSource serves a local checkout.
 
     get_head(branch)      GET /repos/{owner}/{repo}/branches/{branch}    commit.sha, commit.commit.committer.date
     get_commit(sha)       GET /repos/{owner}/{repo}/commits/{sha}        404, or 422 "No commit found for SHA"
+    read_file(sha, path)  GET /repos/{owner}/{repo}/contents/{path}?ref=  the entry (type, size), then the same
+                                                                         URL as application/vnd.github.raw+json
     archive(sha, dir)     GET /repos/{owner}/{repo}/tarball/{sha}        302 to codeload (another host), which
                                                                          serves `git archive` as tar.gz under
                                                                          one directory, `owner-repo-<sha7>/`
@@ -126,7 +128,20 @@ class GitHubSource:
         self._api.retry(download)
 
     def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
-        return hosted_git.read_via_archive(self, sha, path, max_bytes=max_bytes)
+        """One file at `sha` (the quality gate's data set): its entry in the contents API says it is a file and
+        how large, then the raw media type streams its bytes (files up to 100 MB; no archive)."""
+        hosted_git.require_sha(sha)
+        rel = hosted_git.require_path(path, sha)
+        url, params = f"{self._path}/contents/{quote(rel)}", {"ref": sha}
+        what, missing = f"{rel} at {sha[:12]}", f"commit {sha[:12]} has no file {rel}"
+        entry = self._api.get_json(url, params=params, what=what, missing=missing, not_found=(404, 422))
+        if not isinstance(entry, dict) or entry.get("type") != "file":  # a folder answers a list
+            raise errors.NotFound(missing)
+        size = entry.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            raise errors.PermanentError(f"{rel} at {sha[:12]} takes {size:,} bytes, more than {max_bytes:,}")
+        return self._api.get_bytes(url, params=params, headers={"Accept": "application/vnd.github.raw+json"},
+                                   what=what, missing=missing, max_bytes=max_bytes)
 
     def close(self) -> None:
         self._api.close()

@@ -97,15 +97,31 @@ class Api:
 
         return self.retry(attempt)
 
+    def get_bytes(self, path: str, *, params: Mapping[str, str] | None = None,
+                  headers: Mapping[str, str] | None = None, what: str, missing: str, max_bytes: int) -> bytes:
+        """The body at `path`, whole, refused (PermanentError) once it passes `max_bytes`; retried on
+        TransientError."""
+
+        def attempt() -> bytes:
+            data = bytearray()
+            with self.open(path, params=params, headers=headers, what=what, missing=missing) as response:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise errors.PermanentError(f"{self.repository}: {what} takes more than {max_bytes:,} bytes")
+            return bytes(data)
+
+        return self.retry(attempt)
+
     @contextlib.contextmanager
-    def open(self, path: str, *, params: Mapping[str, str] | None = None, what: str, missing: str,
-             not_found: tuple[int, ...] = (404,)) -> Iterator[httpx.Response]:
+    def open(self, path: str, *, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+             what: str, missing: str, not_found: tuple[int, ...] = (404,)) -> Iterator[httpx.Response]:
         """The streaming response to GET `path` once it is a success (no retry: wrap the whole use in retry()).
         A transport failure while the block reads the body is a TransientError too."""
         response: httpx.Response | None = None
         try:
-            response = self._send(self._client.build_request("GET", f"{self.api_url}{path}", params=params),
-                                  what=what)
+            request = self._client.build_request("GET", f"{self.api_url}{path}", params=params, headers=headers)
+            response = self._send(request, what=what)
             self._check(response, what=what, missing=missing, not_found=not_found)
             yield response
         except httpx.TimeoutException:
@@ -177,6 +193,14 @@ def require_branch(branch: str) -> str:
     if not git_source.BRANCH.fullmatch(branch):
         raise errors.NotFound(f"no branch {branch!r}: not a valid branch name")
     return branch
+
+
+def require_path(path: str, sha: str) -> str:
+    """A file's path in a repository as the APIs take it (relative, `/`-separated, no `..`), else NotFound."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts or path.startswith("/") or "\\" in path or "\0" in path or len(path) > 1024:
+        raise errors.NotFound(f"commit {sha[:12]} has no file {path[:80]!r}: not a path in the repository")
+    return "/".join(parts)
 
 
 def require_sha(sha: str) -> str:
@@ -360,20 +384,3 @@ def _redact_query_tokens_from_httpx_logs() -> None:
     logger = logging.getLogger("httpx")
     if _filter not in logger.filters:
         logger.addFilter(_filter)
-
-
-def read_via_archive(source: Any, sha: str, path: str, *, max_bytes: int) -> bytes:
-    """One file of a hosted repository at `sha`, taken from its archive (the API each host already serves us,
-    with its checks): a whole tree for one file, which the quality gate's one read per release can afford."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="shipbot-read-") as folder:
-        source.archive(sha, Path(folder))
-        root = Path(folder).resolve()
-        target = (root / path).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
-            raise errors.NotFound(f"commit {sha[:12]} has no file {path}")
-        size = target.stat().st_size
-        if size > max_bytes:
-            raise errors.PermanentError(f"{path} at {sha[:12]} takes {size:,} bytes, more than {max_bytes:,}")
-        return target.read_bytes()
