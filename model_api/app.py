@@ -40,7 +40,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = b"application/json"
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-ENCODE = orjson.OPT_SERIALIZE_NUMPY
 
 
 class Request:
@@ -137,7 +136,7 @@ class App:
             if type(payload) is Text:
                 body, content_type = payload.body, payload.content_type
             else:
-                body = payload if isinstance(payload, bytes) else orjson.dumps(payload, option=ENCODE)
+                body = payload if isinstance(payload, bytes) else scoring.dumps(payload)
         except errors.ApiError as e:
             status, body = e.status, orjson.dumps({"error": {"code": type(e).__name__, "message": e.message}})
         except orjson.JSONEncodeError as e:  # run() returned something that is not JSON

@@ -81,25 +81,41 @@ class PyfuncModel:
     the signature's columns, or as the matrix when the signature names none."""
 
     platform = "mlflow_pyfunc"
-    _DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
+    _DTYPES = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
 
     def __init__(self, folder: Path, columns: list[tuple[str, str]] | None) -> None:
+        other = [f"{name} ({kind})" for name, kind in columns or () if kind not in self._DTYPES]
+        if other:
+            raise ValueError(f"the signature's columns {', '.join(other[:5])} are not numbers; model_api takes rows "
+                             "of numbers")
         import mlflow.pyfunc
 
         self.model = mlflow.pyfunc.load_model(str(folder))
         self.columns = [name for name, _ in columns or ()]
-        self.dtypes = {name: self._DTYPES[kind] for name, kind in columns or () if kind in self._DTYPES}
+        self.dtypes = {name: np.dtype(self._DTYPES[kind]) for name, kind in columns or ()}
         self.n_features = len(self.columns) or None
         self.input_name, self.output_name = "input-0", "output-0"
         self.input_dtype = self.output_dtype = np.dtype(np.float64)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        if self.columns:  # as the signature says: a whole number sent as 3.0 is a long column's 3
+        if self.columns:
+            check_columns(x, self.dtypes)
             import pandas as pd
 
             x = pd.DataFrame(x, columns=self.columns).astype(self.dtypes)
         y = np.asarray(self.model.predict(x))
         return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
+
+def check_columns(x: np.ndarray, dtypes: dict[str, np.dtype]) -> None:
+    """Rows fit the signature's column types: 3.0 is a long column's 3; 3.5, or a number past the type's range,
+    is InvalidInput (not silently cut to fit)."""
+    for i, (name, dtype) in enumerate(dtypes.items()):
+        if dtype.kind == "i":
+            column, limits = x[:, i], np.iinfo(dtype)
+            whole = x.dtype.kind != "f" or bool((column == np.round(column)).all())
+            if not (whole and column.min() >= limits.min and column.max() <= limits.max):
+                raise InvalidInput(f"column {name!r} takes whole numbers of {dtype.name}")
 
 
 def find_model_file(model_dir: Path) -> Path:

@@ -94,7 +94,7 @@ class Model:
             if sample is None:
                 log.warning("no sample-request.json and no sample_request(): ready without a warm-up run")
             else:
-                orjson.dumps(script.run(sample, dict), option=orjson.OPT_SERIALIZE_NUMPY)
+                dumps(script.run(sample, dict))
                 if script.run_batch is not None:
                     self._warm_batch(script, sample)
             self.script, self.batches, self.state = script, script.run_batch is not None, READY
@@ -114,7 +114,7 @@ class Model:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-            orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+            dumps(result)
 
     def _warmup_request(self, script: EntryScript) -> str | None:
         sample = self.settings.model_dir / "sample-request.json"
@@ -186,3 +186,17 @@ class Model:
         if self._armed:
             self._armed = False
             raise errors.ScoringTimeout(f"scoring took longer than {self.settings.scoring_timeout_s:g} s")
+
+
+def dumps(result: Any) -> bytes:
+    """A result as JSON: numpy arrays natively; those orjson cannot take (text labels, mixed objects, as a
+    classifier or a python_function model answers) as lists of plain values."""
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")

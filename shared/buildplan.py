@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -82,8 +83,10 @@ def plan(inputs: Inputs) -> Plan:
         runtimes = modelfiles.runtimes_for(inputs.model_dir)
         if modelfiles.is_mlflow(inputs.model_dir):
             _mlflow_sample(inputs.model_dir)
-        extra = {PYFUNC_REQUIREMENTS: modelfiles.pyfunc_requirements(inputs.model_dir)} \
-            if modelfiles.PYFUNC_RUNTIME in runtimes else {}
+        extra = {}
+        if modelfiles.PYFUNC_RUNTIME in runtimes:
+            _same_python(modelfiles.read_mlmodel(inputs.model_dir), inputs.base_image)
+            extra = {PYFUNC_REQUIREMENTS: modelfiles.pyfunc_requirements(inputs.model_dir)}
     except ValueError as e:
         raise errors.BuildFailed(f"model {inputs.model_name}/{inputs.model_version}: {e}") from None
     if inputs.model_sha256 is not None and sha256 != inputs.model_sha256:
@@ -170,6 +173,17 @@ def _mlflow_sample(model_dir: Path) -> None:
         raise ValueError("the MLflow model has no input example of numeric rows to smoke-test it with (log it "
                          "with input_example=..., or add a sample-request.json to the version)")
     target.write_text(json.dumps(request), encoding="utf-8")
+
+
+def _same_python(mlmodel: dict, base_image: str) -> None:
+    """A python_function model is cloudpickled: it loads under the Python (major.minor) it was saved with only.
+    Checked when the base image's tag says its Python (python:3.11-slim); ValueError before a build that would
+    fail at load."""
+    saved = modelfiles.python_version(mlmodel)
+    base = re.search(r"(?:^|/)python:(\d+\.\d+)", base_image)
+    if saved and base and saved != base[1]:
+        raise ValueError(f"the python_function model was saved with Python {saved}, and the image's base is "
+                         f"{base_image} (Python {base[1]}): it would not load there")
 
 
 def score_dockerfile(serve: manifest.Serve) -> str:

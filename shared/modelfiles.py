@@ -41,8 +41,8 @@ REQUIREMENTS = "requirements.txt"  # what MLflow writes beside a model: the pack
 # A pyfunc image installs the model's requirements with model_api's server; these are pinned when the model's
 # requirements leave them out (pandas: pyfunc's input; numpy: model_api's and everything's).
 PYFUNC_DEFAULTS = {"numpy": "numpy==2.4.6", "pandas": "pandas==3.1.1"}
-_REQUIREMENT = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9,._ -]*\])?"
-                          r"(?P<rest>\s*(?:(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(?:;[^#]*)?)")
+_COMMENT = re.compile(r"(^|\s+)#.*$")  # pip's own rule: a # at the start or after whitespace
+_ARCHIVE = re.compile(r"\.(whl|zip|tar|gz|tgz|bz2|tbz|xz|txz|lz|tlz)$", re.IGNORECASE)  # pip reads these as files
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,26 +145,45 @@ def flavour(mlmodel: dict[str, Any]) -> Flavour:
 
 def pyfunc_requirements(model_dir: Path) -> str:
     """The pip requirements a pyfunc image installs for the model: its requirements.txt, with `mlflow` read as
-    `mlflow-skinny` of the same version (the loader without the tracking server) and numpy and pandas pinned
-    when it leaves them out. ValueError names a line that is not a plain requirement (pip options such as
-    --index-url, -r or -e, URLs and paths are refused: they would reach beyond PyPI or the folder)."""
+    `mlflow-skinny` of the same version (the loader without the tracking server), and numpy and pandas pinned
+    when it names neither (pandas alone, unpinned, when it pins its own numpy: pip then picks a pandas for it).
+    ValueError names a line that is not a plain requirement: pip options (--index-url, -r, -e, --config-settings),
+    URLs and file paths are refused, as they would reach beyond PyPI or run other builds."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     lines, named = [], set()
     text = (model_dir / REQUIREMENTS).read_text(encoding="utf-8", errors="replace")
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
+        line = _COMMENT.sub("", raw).strip()
+        if not line:
             continue
-        match = _REQUIREMENT.fullmatch(line)
-        if match is None:
+        try:
+            requirement = Requirement(line) if not line.startswith("-") else None
+        except InvalidRequirement:
+            requirement = None
+        if requirement is None or requirement.url is not None or _ARCHIVE.search(requirement.name):
             raise ValueError(f"{REQUIREMENTS} line {number} ({line[:60]!r}) is not a plain requirement; pip options, "
                              "URLs and paths are not installed")
-        name = match["name"].lower().replace("_", "-")
+        name = requirement.name.lower().replace("_", "-").replace(".", "-")
         named.add(name)
-        lines.append(f"mlflow-skinny{match['rest']}" if name == "mlflow" else line)
+        if name == "mlflow":  # as written otherwise: what the data scientist's pipeline pinned, word for word
+            requirement.name, requirement.extras = "mlflow-skinny", set()
+            line = str(requirement)
+        lines.append(line)
     if "mlflow" not in named and "mlflow-skinny" not in named:
         raise ValueError(f"{REQUIREMENTS} does not name mlflow, which loads a python_function model")
-    lines += [pin for name, pin in PYFUNC_DEFAULTS.items() if name not in named]
+    if "numpy" not in named:
+        lines += [PYFUNC_DEFAULTS["numpy"]] + ([] if "pandas" in named else [PYFUNC_DEFAULTS["pandas"]])
+    elif "pandas" not in named:
+        lines.append("pandas")
     return "".join(f"{line}\n" for line in lines)
+
+
+def python_version(mlmodel: dict[str, Any]) -> str | None:
+    """The Python (major.minor) an MLflow model was saved with, when MLmodel says."""
+    pyfunc = mlmodel.get("flavors", {}).get("python_function") or {}
+    found = re.match(r"(\d+)\.(\d+)", str(pyfunc.get("python_version") or ""))
+    return f"{found[1]}.{found[2]}" if found else None
 
 
 def _relative(path: Any, key: str) -> str:

@@ -13,8 +13,8 @@ An Azure ML workspace's MLflow registry answers `get-download-uri` (and a run's 
                   a folder registered from local files (azureml-mlflow uploads it first): the same two calls
                   on the artifact service, GET https://<host>/artifact/v2.0/<workspace>/artifacts/<origin>/
                   <container>[/contentinfo?path=]
-Listings are pages (`value[].path`, `nextLink`) of every file in the container, with no sizes; the files under
-the URI's path are the model. The content is read from the SAS URL with azure-storage-blob, as azureml-mlflow
+Listings are pages (`value[].path`, `nextLink`, absolute or relative) of every file in the container, with no
+sizes; the files under the URI's path are the model. The content is read from the SAS URL with azure-storage-blob, as azureml-mlflow
 does. The workspace is the tracking URI's (a URI that names another is refused); the calls carry the same
 Entra token as the registry's, and a `nextLink` to another host is refused rather than sent it.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from azure.core import exceptions as azure_errors
 from azure.storage.blob import BlobClient
@@ -38,12 +38,14 @@ from shared import errors
 MAX_PAGES = 1000
 _WORKSPACE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
                         r"Microsoft\.MachineLearningServices/workspaces/[^/]+", re.IGNORECASE)
-_RUN = re.compile(r"/experiments/(?P<experiment>[^/]+)/runs/(?P<run>[^/]+)(?:/artifacts(?:/(?P<path>.*))?)?$")
-_ORIGIN = re.compile(r"/(?P<origin>[^/]+)/(?P<container>[^/]+)(?:/(?P<path>.*))?$")
+_RUN = re.compile(r"(?:/mlflow/v2\.0)?(?P<workspace>" + _WORKSPACE.pattern + r")?/experiments/(?P<experiment>[^/]+)"
+                  r"/runs/(?P<run>[^/]+)(?:/artifacts(?:/(?P<path>.*))?)?", re.IGNORECASE)
+_ORIGIN = re.compile(r"/(?P<origin>[^/]+)/(?P<container>[^/]+)(?:/(?P<path>.*))?")
 
 _KEYWORDS = {"mlflow", "v2.0", "subscriptions", "resourcegroups", "providers", "workspaces", "experiments", "runs",
              "artifacts", "registries", "models", "versions", "storage", "paths", "datastores", "localupload"}
 GetJson = Callable[[str, dict[str, str]], dict[str, Any]]
+Retry = Callable[[Callable[[], Any]], Any]
 
 
 def workspace_path(tracking_uri: str) -> str:
@@ -54,9 +56,10 @@ def workspace_path(tracking_uri: str) -> str:
 
 class AzureMLArtifacts:
     """The files under one azureml:// URI: `files()` lists them (relative to the URI, no sizes), `stream(rel)`
-    reads one. `get_json(url, params)` is the registry client's authenticated, retried GET."""
+    reads one. `get_json(url, params)` is the registry client's authenticated GET, `retry` its retrying; a
+    stream is retried whole by its reader (a new SAS URL each time)."""
 
-    def __init__(self, uri: str, *, tracking_uri: str, get_json: GetJson) -> None:
+    def __init__(self, uri: str, *, tracking_uri: str, get_json: GetJson, retry: Retry) -> None:
         tracking = urlsplit(tracking_uri)
         workspace = workspace_path(tracking_uri)
         if not workspace:
@@ -64,19 +67,21 @@ class AzureMLArtifacts:
                                         "Azure ML workspace to read them through")
         parts = urlsplit(uri)
         host = f"{tracking.scheme}://{tracking.netloc}"
-        if parts.netloc == "artifacts" and (found := _ORIGIN.fullmatch(parts.path)):
-            base = f"{host}/artifact/v2.0{workspace}/artifacts/{found['origin']}/{found['container']}"
-        elif (found := _RUN.search(parts.path)) and "/registries/" not in parts.path:
-            named = _WORKSPACE.search(parts.path)
-            if named and named.group(0).lower() != workspace.lower():
+        if parts.netloc == "artifacts" and (found := _ORIGIN.fullmatch(parts.path)) and _names(found, "origin",
+                                                                                              "container"):
+            base = f"{host}/artifact/v2.0{workspace}/artifacts/{_segment(found['origin'])}/" \
+                   f"{_segment(found['container'])}"
+        elif (found := _RUN.fullmatch(parts.path)) and _names(found, "experiment", "run"):
+            if found["workspace"] and found["workspace"].lower() != workspace.lower():
                 raise errors.PermanentError("the artifacts are in another Azure ML workspace than the registry's")
-            base = f"{host}/history/v1.0{workspace}/experiments/{found['experiment']}/runs/{found['run']}/artifacts"
+            base = f"{host}/history/v1.0{workspace}/experiments/{_segment(found['experiment'])}/runs/" \
+                   f"{_segment(found['run'])}/artifacts"
         else:
             raise errors.PermanentError(f"the artifacts are at an azureml: URI of a form this adapter does not read "
                                         f"({_form(parts.path)}); it reads run artifacts and LocalUpload folders")
         self._host, self._list, self._info = host, base, f"{base}/contentinfo"
         self._prefix = (found["path"] or "").strip("/")
-        self._get_json = get_json
+        self._get_json, self._retry = get_json, retry
 
     def files(self) -> list[tuple[str, int | None]]:
         found: list[tuple[str, int | None]] = []
@@ -85,33 +90,60 @@ class AzureMLArtifacts:
             if url in seen or len(seen) >= MAX_PAGES:
                 raise errors.PermanentError(f"Azure ML's artifact listing did not end after {len(seen)} pages")
             seen.add(url)
-            page = self._get_json(url, params)
+            page = self._retry(lambda: self._get_json(url, params))
             for entry in page.get("value") or ():
                 path = str(entry.get("path") or "") if isinstance(entry, dict) else ""
                 rel = path[len(self._prefix) + 1:] if self._prefix and path.startswith(f"{self._prefix}/") else \
                     path if not self._prefix else ""
                 if rel:
                     found.append((rel, None))
-            url, params = str(page.get("nextLink") or ""), {}
-            if url and not url.startswith(f"{self._host}/"):
+            following = str(page.get("nextLink") or "")
+            url, params = (urljoin(url, following) if following else ""), {}
+            if url and _origin(url) != _origin(self._host):  # the token goes to the workspace's host only
                 raise errors.PermanentError("Azure ML's artifact listing sent its next page to another host")
         return found
 
     def stream(self, rel: str) -> Iterator[bytes]:
+        """The artifact's bytes from the SAS URL Azure ML answers for it. A 403 before any byte (the SAS ran out
+        on the way: Azure says AuthenticationFailed, Azurite AuthorizationFailure) asks for a fresh URL once; a
+        second 403 is refused for good (a firewall, a private endpoint)."""
         path = f"{self._prefix}/{rel}" if self._prefix else rel
-        uri = self._get_json(self._info, {"path": path}).get("contentUri")
-        if not isinstance(uri, str) or urlsplit(uri).scheme not in ("https", "http"):
-            raise errors.PermanentError(f"Azure ML answered no content URI for the artifact {rel}")
-        try:
-            yield from BlobClient.from_blob_url(uri).download_blob().chunks()
-        except azure_errors.ResourceNotFoundError:
-            raise errors.NotFound(f"the artifact {rel} has no content in storage") from None
-        except azure_errors.HttpResponseError as e:  # 403: the SAS expired on the way; a retry asks for another
-            status = e.status_code or 0
-            kind = errors.TransientError if status in (403, 408, 429) or status >= 500 else errors.PermanentError
-            raise kind(f"storage answered {status} for the artifact {rel}") from None
-        except azure_errors.AzureError as e:
-            raise errors.TransientError(f"storage did not answer for the artifact {rel}: {type(e).__name__}") from None
+        for attempt in (1, 2):
+            uri = self._get_json(self._info, {"path": path}).get("contentUri")
+            if not isinstance(uri, str) or urlsplit(uri).scheme not in ("https", "http"):
+                raise errors.PermanentError(f"Azure ML answered no content URI for the artifact {rel}")
+            started = False
+            try:
+                for chunk in BlobClient.from_blob_url(uri, retry_total=0).download_blob().chunks():  # we retry
+                    started = True
+                    yield chunk
+                return
+            except azure_errors.ResourceNotFoundError:
+                raise errors.NotFound(f"the artifact {rel} has no content in storage") from None
+            except azure_errors.HttpResponseError as e:
+                status, code = e.status_code or 0, str(e.error_code or "")
+                if status == 403 and attempt == 1 and not started:
+                    continue
+                transient = started or status in (408, 429) or status >= 500  # started: the reader starts over
+                raise (errors.TransientError if transient else errors.PermanentError)(
+                    f"storage answered {status}{f' {code}' if code else ''} for the artifact {rel}") from None
+            except azure_errors.AzureError as e:
+                raise errors.TransientError(f"storage did not answer for the artifact {rel}: "
+                                            f"{type(e).__name__}") from None
+
+
+def _names(found: re.Match, *groups: str) -> bool:
+    """The URI's ids are names, not `.` or `..` (which would move the authenticated call to another path)."""
+    return all(found[g] not in (".", "..") for g in groups)
+
+
+def _segment(name: str) -> str:
+    return quote(unquote(name), safe="")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _form(path: str) -> str:

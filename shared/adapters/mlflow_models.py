@@ -235,9 +235,10 @@ class MlflowModels:
             from shared.adapters import azureml_artifacts
 
             def get_json(url: str, params: dict[str, str]) -> dict[str, Any]:  # no params keeps a nextLink's query
-                return self._retry(lambda: self._json("GET", url, params=params or None))
+                return self._json("GET", url, params=params or None)
 
-            return azureml_artifacts.AzureMLArtifacts(uri, tracking_uri=self.uri, get_json=get_json)
+            return azureml_artifacts.AzureMLArtifacts(uri, tracking_uri=self.uri, get_json=get_json,
+                                                      retry=self._retry)
         raise errors.PermanentError(f"the artifacts are at a {scheme or 'plain'}: URI; this adapter reads "
                                     "mlflow-artifacts: (a server run with --serve-artifacts) and azureml:")
 

@@ -97,8 +97,8 @@ def test_artifacts_larger_than_the_limit_are_refused_while_they_stream_as_azure_
 def test_a_transient_failure_of_the_artifact_services_is_retried(workspace, tmp_path):
     run = workspace.log_run(folder_files())
     version = workspace.register("diabetes", f"{workspace.run_artifacts(run)}/model", run_id=run)
-    workspace.fail(503, 503, where="/artifacts")  # a listing page, then a contentinfo
-    workspace.fail(503, where="/contentinfo")
+    workspace.fail(503, 503, where="/artifacts")  # the listing's first page, twice
+    workspace.fail(503, where="/contentinfo")  # then one file's content location
     models = adapter(workspace)
 
     model = models.get_model("diabetes", version)
@@ -147,3 +147,53 @@ def test_a_wrong_token_is_a_permanent_error_and_never_reaches_storage(workspace)
     with pytest.raises(errors.PermanentError, match="answered 401 AuthenticationFailed") as raised:
         adapter(workspace, token="forged").get_model("diabetes", version)
     assert "forged" not in str(raised.value)
+
+
+def test_a_relative_next_link_is_followed_on_the_workspaces_host(workspace, tmp_path):
+    workspace.next_links = "relative"
+    run = workspace.log_run(folder_files())
+    version = workspace.register("diabetes", f"{workspace.run_artifacts(run)}/model", run_id=run)
+
+    model = adapter(workspace).get_model("diabetes", version)
+
+    assert model.sha256 == modelfiles.fingerprint(FIXTURE)
+    assert sum(r.endswith(f"/runs/{run}/artifacts") for r in workspace.requests) > 2  # several pages
+
+
+def test_a_next_link_to_another_host_is_refused_and_gets_no_token(workspace, caplog):
+    workspace.next_links = "127.0.0.1:9"  # nothing listens there: a request would fail otherwise
+    run = workspace.log_run(folder_files())
+    workspace.register("diabetes", f"{workspace.run_artifacts(run)}/model", run_id=run)
+
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.mlflow_models"):
+        assert adapter(workspace).list_models(("diabetes",)) == []
+    assert "sent its next page to another host" in caplog.text
+
+
+def test_storage_that_refuses_a_fresh_sas_too_skips_the_version_for_good(workspace, caplog):
+    workspace.denied = True
+    run = workspace.log_run(folder_files())
+    version = workspace.register("diabetes", f"{workspace.run_artifacts(run)}/model", run_id=run)
+
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.mlflow_models"):
+        assert adapter(workspace).list_models(("diabetes",)) == []
+
+    assert f"diabetes/{version} is skipped" in caplog.text and "storage answered 403" in caplog.text
+    assert "sig=" not in caplog.text
+    assert sum(r.endswith("/contentinfo") for r in workspace.requests) == 2  # a fresh SAS once, then no more
+
+
+@pytest.mark.parametrize("source", [
+    "azureml://artifacts/../../history/v1.0/x",
+    "azureml://artifacts/LocalUpload/../model",
+    "azureml://subscriptions/s/resourcegroups/rg/workspaces/w/datastores/d/paths/experiments/x/runs/y/artifacts/m",
+], ids=["climbs-origin", "climbs-container", "datastore-with-runs-in-path"])
+def test_an_artifact_uri_that_would_move_the_call_elsewhere_is_refused(workspace, caplog, source):
+    workspace.register("diabetes", source)
+    before = len(workspace.requests)
+
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.mlflow_models"):
+        assert adapter(workspace).list_models(("diabetes",)) == []
+
+    assert "of a form this adapter does not read" in caplog.text
+    assert not [r for r in workspace.requests[before:] if "/history/" in r or "/artifact/" in r]

@@ -74,6 +74,8 @@ class Workspace:
         self.requests: list[str] = []
         self.failures: list[tuple[int, str]] = []  # (status, a piece of the path it answers)
         self.expired = 0  # the next contentinfo answers give SAS URLs that expired an hour ago
+        self.denied = False  # every SAS URL lacks read permission: storage refuses it (as a firewall would)
+        self.next_links = "absolute"  # or "relative" (path and query), or a host:port to send them to
         self.lock = threading.Lock()
         self.blobs = BlobServiceClient(AZURITE_BLOB, credential={"account_name": "devstoreaccount1",
                                                                  "account_key": AZURITE_KEY}
@@ -130,7 +132,7 @@ class Workspace:
         with self.lock:
             expired, self.expired = self.expired > 0, max(0, self.expired - 1)
         token = generate_blob_sas("devstoreaccount1", CONTAINER, blob, account_key=AZURITE_KEY,
-                                  permission=BlobSasPermissions(read=True),
+                                  permission=BlobSasPermissions(read=not self.denied, write=self.denied),
                                   expiry=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=-60 if expired else 10))
         return f"{AZURITE_BLOB}/{CONTAINER}/{urllib.parse.quote(blob)}?{token}"
 
@@ -167,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._mlflow(ws, method, match["op"], {**query, **body})
         for pattern, origin in ((_HISTORY, "ExperimentRun"), (_ARTIFACT, None)):
             if method == "GET" and (match := pattern.fullmatch(url.path)) and match["ws"] == WORKSPACE:
+                if origin and ws.runs.get(match["r"]) != match["e"]:  # the route is keyed by the experiment too
+                    return self._azure_error(404, "NotFound", f"no run {match['r']} in experiment {match['e']}")
                 key = (origin, f"dcid.{match['r']}") if origin else (match["origin"], match["container"])
                 return self._content_info(ws, key, query) if match["info"] else self._listing(ws, key, query)
         self._azure_error(404, "NotFound", f"no route {method} {url.path}")
@@ -222,7 +226,9 @@ class Handler(BaseHTTPRequestHandler):
         if start + ws.page < len(paths):
             token = str(start + ws.page)
             doc["continuationToken"] = token
-            doc["nextLink"] = f"https://{ws.host}{urllib.parse.urlsplit(self.path).path}?continuationToken={token}"
+            link = f"{urllib.parse.urlsplit(self.path).path}?continuationToken={token}"
+            doc["nextLink"] = link if ws.next_links == "relative" else \
+                f"https://{ws.host if ws.next_links == 'absolute' else ws.next_links}{link}"
         self._json(200, doc)
 
     def _content_info(self, ws: Workspace, key: tuple[str, str], query: dict[str, str]) -> None:

@@ -111,3 +111,24 @@ def test_a_skops_model_with_types_nobody_trusts_is_not_loaded(serve, tmp_path):
 
     assert response.status_code == 503
     assert "types neither skops nor MLmodel's skops_trusted_types trust: _operator.neg" in response.json()["error"]
+
+
+# -- a python_function model: what model_api checks before MLflow sees the rows (MLflow itself is in the image
+#    only: tests/integration/test_model_registry_flow.py serves one) --------------------------------------------
+def test_rows_for_whole_number_columns_must_be_whole_and_in_range():
+    from model_api import default_score
+    from model_api.errors import InvalidInput
+
+    dtypes = {"age": np.dtype(np.float64), "visits": np.dtype(np.int32)}
+    default_score.check_columns(np.array([[41.5, 3.0], [50.0, 0.0]]), dtypes)
+    default_score.check_columns(np.array([[41, 3]]), dtypes)
+    for rows in ([[41.5, 3.5]], [[1.0, 2.0 ** 40]], [[1.0, -(2.0 ** 31) - 1]]):
+        with pytest.raises(InvalidInput, match="column 'visits' takes whole numbers of int32"):
+            default_score.check_columns(np.array(rows), dtypes)
+
+
+def test_a_python_function_model_whose_signature_takes_text_is_refused_before_it_loads(tmp_path):
+    from model_api import default_score
+
+    with pytest.raises(ValueError, match=r"columns review \(string\) are not numbers"):
+        default_score.PyfuncModel(tmp_path, [("age", "double"), ("review", "string")])

@@ -137,3 +137,18 @@ def test_the_model_dir_is_handed_to_the_entry_script_as_azureml_model_dir(serve,
 
     assert response.json() == {"model_dir": str(model_dir)}
     assert os.environ["AZUREML_MODEL_DIR"] == str(model_dir)  # the Azure ML contract; the fixture restores it
+
+
+def test_a_classifier_with_text_labels_answers_them_as_json_strings(serve, tmp_path):
+    import joblib
+    from sklearn.tree import DecisionTreeClassifier
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    joblib.dump(DecisionTreeClassifier().fit([[0.0], [1.0]], np.array(["low", "high"], dtype=object)),
+                folder / "model.joblib")
+    (folder / "sample-request.json").write_text('{"data": [[0.0]]}')
+
+    service = serve(model_dir=folder)
+
+    assert service.post("/score", json={"data": [[0.0], [1.0], [0.9]]}).json() == {"result": ["low", "high", "high"]}

@@ -148,12 +148,13 @@ def test_a_custom_pyfunc_model_needs_only_the_pyfunc_runtime_and_its_plan_carrie
 
 
 @pytest.mark.parametrize("lines, expect", [
-    ("mlflow[extras]==3.1.0\n# a comment\n\nscikit-learn>=1.5,<2  # inline\n",
+    ("mlflow[extras]==3.1.0\n# a comment\n\nscikit-learn>=1.5,<2\t# inline\n",
      ["mlflow-skinny==3.1.0", "scikit-learn>=1.5,<2", "numpy==2.4.6", "pandas==3.1.1"]),
-    ("mlflow-skinny==3.17.0\nnumpy==1.26.4\n", ["mlflow-skinny==3.17.0", "numpy==1.26.4", "pandas==3.1.1"]),
+    ("mlflow-skinny==3.17.0\nnumpy==1.26.4\n", ["mlflow-skinny==3.17.0", "numpy==1.26.4", "pandas"]),
+    ("MLflow==3.17.0\npandas==2.2.3\nnumpy==1.26.4\n", ["mlflow-skinny==3.17.0", "pandas==2.2.3", "numpy==1.26.4"]),
     ("mlflow==3.17.0\nxgboost==3.0.0; python_version >= '3.10'\n",
      ["mlflow-skinny==3.17.0", "xgboost==3.0.0; python_version >= '3.10'", "numpy==2.4.6", "pandas==3.1.1"]),
-], ids=["extras-comments", "own-numpy", "marker"])
+], ids=["extras-comments", "own-numpy", "own-pins", "marker"])
 def test_a_pyfunc_models_requirements_are_read_as_pip_takes_them(tmp_path, lines, expect):
     (tmp_path / "requirements.txt").write_text(lines)
 
@@ -161,7 +162,10 @@ def test_a_pyfunc_models_requirements_are_read_as_pip_takes_them(tmp_path, lines
 
 
 @pytest.mark.parametrize("line", ["--index-url https://evil.example/simple", "-r other.txt",
-                                  "-e git+https://x/y#egg=y", "pkg @ https://x/pkg.whl", "./wheels/pkg.whl"])
+                                  "-e git+https://x/y#egg=y", "pkg @ https://x/pkg.whl", "./wheels/pkg.whl",
+                                  "evil-1.0-py3-none-any.whl", "m.tar.gz",
+                                  'numpy; python_version>"0" --config-settings=--build-option=x',
+                                  "numpy==2.4.6 --hash=sha256:00"])
 def test_a_pyfunc_requirement_that_reaches_beyond_pypi_fails_the_build_with_its_line(pyfunc_dir, line):
     (pyfunc_dir / "requirements.txt").write_text(f"mlflow==3.17.0\n{line}\n")
 
@@ -177,3 +181,13 @@ def test_a_pyfunc_model_without_requirements_or_mlflow_in_them_fails_its_build(p
     (pyfunc_dir / "requirements.txt").unlink()
     with pytest.raises(errors.BuildFailed, match="names requirements.txt as the model"):
         plan(pyfunc_dir)
+
+
+def test_a_pyfunc_model_saved_with_another_python_than_the_base_image_fails_its_build_before_it(pyfunc_dir):
+    doc = yaml.safe_load((pyfunc_dir / "MLmodel").read_text())
+    doc["flavors"]["python_function"]["python_version"] = "3.12.4"
+    (pyfunc_dir / "MLmodel").write_text(yaml.safe_dump(doc))
+
+    with pytest.raises(errors.BuildFailed, match=r"saved with Python 3.12, and the image's base is python:3.11-slim"):
+        plan(pyfunc_dir)
+    assert plan(pyfunc_dir, base_image="python:3.12-slim").build_args["MODEL_RUNTIMES"] == "pyfunc"
