@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from shared import errors, evaluation, events, fleet, gate, jobs, ncrontab, planning, ports
 from shared.jobs import Job
-from shared.releases import Deployment, Entry, Environment, Release, Status
+from shared.releases import Deployment, Entry, Environment, Evaluation, Release, Status
 from shared.releases import release_id_for, release_id_for_digest
 
 log = logging.getLogger("shipbot.engine")
@@ -429,7 +429,7 @@ class Engine:
             spec, data, stopped, figures = None, None, True, gate.not_run(e.spec, str(e))
             verdict = ports.Verdict(passed=False, reason=f"quality gate: {e}")
         else:
-            figures = gate.judge(spec, data, verdict, self._production()) if spec and verdict.passed else None
+            figures = self._judge(spec, data, verdict) if spec and verdict.passed else None
         if figures is not None and not figures.passed:
             stopped, verdict = True, dataclasses.replace(verdict, passed=False, reason=f"quality gate: {figures.reason}")
         now = self.ports.clock()
@@ -605,6 +605,22 @@ class Engine:
         except (errors.NotFound, errors.PermanentError) as e:
             raise gate.Unusable(f"the evaluation set: {e}", spec) from None
         return spec, gate.data_set(spec, data)
+
+    def _judge(self, spec: evaluation.Spec, data: evaluation.DataSet | None,
+               verdict: ports.Verdict) -> Evaluation:
+        """The gate's figures: against production's recorded figure on the same rows, else against its image
+        scored now on the candidate's set (one more smoke run, of production's exact digest)."""
+        production, rescored = self._production(), None
+        if production is not None and production.ref and data is not None and verdict.predictions is not None \
+                and not gate.comparable(production, spec, data):
+            try:
+                ran = self.ports.smoke.run(production.ref, self._expectation(production),
+                                           evaluation=ports.Evaluation(data.rows, batch=spec.batch,
+                                                                       seconds=spec.seconds))
+            except (errors.NotFound, errors.PermanentError) as e:  # its image is gone, say
+                ran = ports.Verdict(passed=False, reason=str(e))
+            rescored = gate.rescore(spec, data, ran)
+        return gate.judge(spec, data, verdict, production, rescored)
 
     def _production(self) -> Release | None:
         """The release the chain's last environment runs: the gate's baseline when scored on the same rows."""

@@ -240,16 +240,50 @@ def test_a_gate_that_could_not_run_can_be_overridden(world):
     assert world.ledger.get_environment("staging").current.release_id == failed
 
 
-def test_a_release_scored_on_other_rows_than_production_says_so_and_passes_on_its_own_figure(world):
-    to_production(world, ship(world, "1", sum))
+def other_rows(world: World) -> list[list[float]]:
+    """A commit whose evaluation set is another than production was scored on (one row more)."""
     other = CSV + b"50,1,51\n"
     world.source.commit("c2" * 20, at=T0, files={"eval.csv": other})
     world.builder.labels = {evaluation.LABEL: spec(other)}
+    return ROWS + [[50.0, 1.0]]
+
+
+def test_on_other_rows_than_productions_figure_production_is_scored_now_and_a_worse_release_fails(world):
+    first = world.ledger.get_release(ship(world, "1", sum))
+    to_production(world, first.id)
+    world.smoke.models[first.ref] = sum  # what production's own image answers
+    rows = other_rows(world)
+
+    release = world.ledger.get_release(ship(world, "2", lambda row: sum(row) + 3.0))
+
+    assert release.status is Status.FAILED
+    assert release.reason == (f"quality gate: rmse 3 against production's ({first.id}, scored now) 0: worse by 3 "
+                              "(lower is better, tolerance 0.5) on 41 rows of eval.csv")
+    assert (release.evaluation.baseline, release.evaluation.baseline_release) == (0.0, first.id)
+    assert (first.ref, rows) in [(ref, sent.rows) for ref, sent in world.smoke.evaluations]
+    assert world.ledger.get_release(first.id).evaluation.rows == 40  # production's own record is left as it was
+
+
+def test_on_the_same_rows_production_is_not_scored_again(world):
+    first = world.ledger.get_release(ship(world, "1", sum))
+    to_production(world, first.id)
+
+    ship(world, "2", lambda row: sum(row) + 0.25)
+
+    assert [ref for ref, _ in world.smoke.evaluations].count(first.ref) == 1  # its own smoke test, once
+
+
+def test_when_productions_image_cannot_be_scored_the_release_passes_on_its_own_figure_and_says_why(world):
+    first = world.ledger.get_release(ship(world, "1", sum))
+    to_production(world, first.id)
+    world.smoke.failures[first.ref] = "the image is gone from the registry"
+    other_rows(world)
 
     release = world.ledger.get_release(ship(world, "2", lambda row: sum(row) + 3.0))
 
     assert release.status is Status.GREEN and release.evaluation.baseline is None
-    assert "was not scored on these rows with rmse" in release.evaluation.reason
+    assert (f"production's {first.id} was not scored on these rows with rmse: the image is gone from the registry"
+            in release.evaluation.reason)
 
 
 @pytest.mark.parametrize("changes", [{"batch": 0}, {"batch": "5"}, {"seconds": -1}, {"tolerance": float("nan")},
