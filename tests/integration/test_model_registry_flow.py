@@ -190,5 +190,18 @@ def test_the_quality_gate_stops_a_worse_registered_version_and_an_override_lets_
         bot.wait_running("staging", worse["id"])
         overridden = bot.release(worse["id"])
         assert overridden["status"] == "green" and overridden["evaluation"]["override_reason"] == "accepted by hand"
+
+        # A commit with other held-out rows: production's figure is of another set, so its image is scored now.
+        held_out = bot.work / "eval" / "diabetes-test.csv"
+        held_out.write_text("".join(held_out.read_text().splitlines(keepends=True)[:80]))  # the header and 79 rows
+        bot.commit_and_push("fewer held-out rows")
+        third = bot.wait_release(lambda r: r["id"] not in (first["id"], worse["id"]), what="the new commit's release")
+        third = bot.wait_settled(third["id"])
+
+        figures = third["evaluation"]
+        assert third["status"] == "failed" and figures["rows"] == 79 and figures["baseline_release"] == first["id"]
+        assert figures["baseline"] != baseline["value"]  # production's image on these 79 rows, not its record
+        assert f"against production's ({first['id']}, scored now)" in third["reason"]
+        assert bot.release(first["id"])["evaluation"]["rows"] == 89  # production's own figures stay as they were
     finally:
         bot.stop()
