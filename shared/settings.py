@@ -108,6 +108,10 @@ class Settings:
     smoke_seconds: float = 180.0
     """The smoke test's budget: a cold model_api image loads and warms up in ~5 s; ample for bigger models."""
     verify_seconds: float = 120.0
+    lease_seconds: int = 60
+    """SHIPBOT_LEASE_SECONDS (15-60, Azure's limits): how long a rollout's or a smoke test's ledger lease lasts
+    (renewed every third of it while held), and so how soon another instance takes over the work of one that
+    died. 60: the fewest renewals; the fault tests use 15."""
     environment_prefix: str = "shipbot"
     """Local environments are the containers `<prefix>-staging` and `<prefix>-production`."""
     staging_port: int = 8081
@@ -197,10 +201,18 @@ class Settings:
             github_secret=get("GITHUB_SECRET"), azure_devops_secret=get("AZURE_DEVOPS_SECRET"),
             notify_url=get("NOTIFY_URL"), max_build_attempts=number("MAX_BUILD_ATTEMPTS", 3, int),
             smoke_seconds=number("SMOKE_SECONDS", 180.0), verify_seconds=number("VERIFY_SECONDS", 120.0),
+            lease_seconds=_lease(number("LEASE_SECONDS", 60, int)),
             environment_prefix=get("ENVIRONMENT_PREFIX", "shipbot"),
             staging_port=number("STAGING_PORT", 8081, int), production_port=number("PRODUCTION_PORT", 8080, int),
             production_prefix=get("PRODUCTION_PREFIX").strip("/"), cloud=cloud, environ=dict(env),
         )
+
+
+def _lease(seconds: int) -> int:
+    if not 15 <= seconds <= 60:
+        raise errors.PermanentError(f"SHIPBOT_LEASE_SECONDS must be between 15 and 60 (Azure's limits for a blob "
+                                    f"lease), not {seconds}")
+    return seconds
 
 
 def _model_source(value: str) -> str:

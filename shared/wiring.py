@@ -160,7 +160,8 @@ class _Parts:
         """An application's ledger ("" : the container's root, the settings' application and the fleet)."""
         from shared.adapters import blob_ledger
 
-        return blob_ledger.BlobLedger(container=self.ledger_container, app=app)
+        return blob_ledger.BlobLedger(container=self.ledger_container, app=app,
+                                      lease_seconds=self.settings.lease_seconds)
 
     @functools.cached_property
     def models(self) -> Any:

@@ -45,7 +45,7 @@ def stack_daemons():
 
 @pytest.fixture
 def bot(tmp_path):
-    bot = Bot(tmp_path, reconcile_schedule=EVERY_5_S).start()
+    bot = Bot(tmp_path, reconcile_schedule=EVERY_5_S, env={"SHIPBOT_LEASE_SECONDS": "15"}).start()  # takeover in 15 s
     yield bot
     bot.stop()
 

@@ -42,6 +42,7 @@ NOT_SET_IN_AZURE = {
     "SHIPBOT_ARM_ENDPOINT": "a sovereign cloud's Resource Manager; infra deploys to the public cloud",
     "SHIPBOT_MODEL_STAGE": "MLflow's older stages; infra offers the alias (modelAlias)",
     "SHIPBOT_MLFLOW_WORKSPACE": "the workspace whose events count; derived from SHIPBOT_MLFLOW_URI",
+    "SHIPBOT_LEASE_SECONDS": "the ledger's lease length; the code's default (60 s) suits Azure",
 }
 
 

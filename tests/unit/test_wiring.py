@@ -225,3 +225,13 @@ def test_an_azure_ml_workspace_registry_is_called_over_https_with_a_resource_man
     assert models.selector == mlflow_models.Selector(alias="champion")
     assert models._token() == "entra"
     assert scopes == ["https://management.azure.com/.default"]
+
+
+def test_the_ledger_leases_last_as_long_as_the_setting_says_within_azures_limits(azure):
+    settings = Settings.from_env({**azure, "SHIPBOT_LEASE_SECONDS": "15"})
+
+    assert wiring._Parts(settings).ledger("")._lease_seconds == 15
+    assert Settings.from_env(azure).lease_seconds == 60
+    for wrong in ("10", "61", "soon"):
+        with pytest.raises(errors.PermanentError, match="SHIPBOT_LEASE_SECONDS must be"):
+            Settings.from_env({**azure, "SHIPBOT_LEASE_SECONDS": wrong})
